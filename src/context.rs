@@ -1,0 +1,55 @@
+//! The services every session phase is handed (`&mut Ctx`): the clock, the poller's
+//! registry, buffers, deadlines, routes, the resolver and the log. The event loop owns the
+//! one `Ctx`; sessions never own shared state, so nothing needs a lock.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::Registry;
+
+use crate::apilog::LogSender;
+use crate::config::Timeouts;
+use crate::relay::BufPool;
+use crate::resolve::Resolver;
+use crate::route::RouteTable;
+use crate::timer::Timers;
+
+/// How long a closing connection keeps reading (and discarding) what the client still sends,
+/// so our final response is not destroyed by a TCP reset (the "lingering close" of RFC 9112
+/// §9.6).
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Shared services for the phases.
+pub struct Ctx {
+    /// The loop's clock, read once per poll iteration.
+    pub now: Instant,
+    /// For registering upstream sockets.
+    pub registry: Registry,
+    pub pool: BufPool,
+    pub timers: Timers,
+    pub routes: RouteTable,
+    /// The on/off switch for local routing (SPEC §1).
+    pub local_routing: bool,
+    pub timeouts: Timeouts,
+    pub resolver: Resolver,
+    pub log: LogSender,
+    /// Watchtower's own listening addresses: a pass-through request to one of them would loop.
+    pub own_addrs: Vec<SocketAddr>,
+    /// Set once shutdown began: finished exchanges close instead of keeping alive.
+    pub draining: bool,
+    /// Sessions that stopped early with work left (bounded drain) and must be driven again.
+    pub redrive: Vec<(usize, u64)>,
+}
+
+impl Ctx {
+    /// True when `addr` is one of Watchtower's own listeners (also reached through another
+    /// loopback or the wildcard address on the same port).
+    pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
+        self.own_addrs.iter().any(|own| {
+            own.port() == addr.port()
+                && (own.ip() == addr.ip()
+                    || own.ip().is_unspecified()
+                    || (own.ip().is_loopback() && addr.ip().is_loopback()))
+        })
+    }
+}

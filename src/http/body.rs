@@ -1,0 +1,366 @@
+//! Where a message body ends. The proxy relays bodies raw, so this file never buffers or copies
+//! body bytes: given what just arrived, it says how many of those bytes belong to the current
+//! body and whether the body is complete, so the session knows where the next message starts.
+//! Content-Length bodies are counted down, chunked bodies are validated by a small resumable
+//! state machine (RFC 9112 §7.1), close-delimited bodies run until the peer's EOF. Deciding the
+//! kind of body is `head.rs`'s job; relaying the bytes is the session's.
+
+#![deny(
+    unsafe_code,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::fmt;
+
+use super::head::{BodyKind, is_tchar};
+
+/// Most hex digits accepted in a chunk size: 15 digits is 2^60 - 1, so the size never
+/// overflows a u64 and leading zeros cannot make the line endless.
+const CHUNK_SIZE_DIGITS_MAX: u32 = 15;
+/// Longest chunk-size line (size, extensions, CRLF). Extensions carry nothing the proxy needs,
+/// and bounding them stops a peer from streaming an endless "size line" (RFC 9112 §7.1.1
+/// lets a recipient limit them).
+const CHUNK_SIZE_LINE_LIMIT_BYTES: u32 = 4 * 1024;
+/// Largest trailer section, final CRLF included.
+const TRAILER_LIMIT_BYTES: u32 = 16 * 1024;
+
+/// What was wrong with a chunked body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    /// The chunk size is missing or not hex.
+    BadSize,
+    /// The chunk size has more than 15 hex digits.
+    SizeTooLarge,
+    /// A chunk extension is malformed, or the size line is longer than 4 KiB.
+    BadExtension,
+    /// A line is not ended by CRLF, or chunk data is not followed by CRLF.
+    MissingCrlf,
+    /// The trailer section is larger than 16 KiB.
+    TrailerTooLarge,
+    /// A trailer line is not a `name: value` field line.
+    BadTrailer,
+}
+
+impl fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChunkError::BadSize => "invalid chunk size in chunked body",
+            ChunkError::SizeTooLarge => "chunk size with more than 15 hex digits in chunked body",
+            ChunkError::BadExtension => "invalid chunk extension in chunked body",
+            ChunkError::MissingCrlf => "missing CRLF in chunked body",
+            ChunkError::TrailerTooLarge => "trailer section of chunked body larger than 16 KiB",
+            ChunkError::BadTrailer => "invalid trailer field in chunked body",
+        })
+    }
+}
+
+impl std::error::Error for ChunkError {}
+
+/// The outcome of one scan: how many bytes of the input belong to the body, and whether the
+/// body ended within them (bytes after `consumed` belong to the next message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    pub consumed: usize,
+    pub done: bool,
+}
+
+/// Where the decoder is in the chunked grammar (RFC 9112 §7.1):
+///
+/// ```text
+/// chunked-body = *chunk last-chunk trailer-section CRLF
+/// chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+/// chunk-ext    = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum State {
+    /// Before the first hex digit of a chunk size.
+    #[default]
+    SizeStart,
+    /// Reading hex digits.
+    Size,
+    /// Whitespace after the size: only ";" may follow.
+    SizeSpace,
+    /// After ";": optional whitespace, then an extension name.
+    ExtNameStart,
+    ExtName,
+    /// Whitespace after an extension name: "=" or ";" may follow.
+    ExtNameSpace,
+    /// After "=": optional whitespace, then a token or a quoted string.
+    ExtValueStart,
+    ExtToken,
+    ExtQuoted,
+    ExtQuotedEscape,
+    /// Whitespace after an extension value: only ";" may follow.
+    ExtValueSpace,
+    /// CR seen at the end of a size line.
+    SizeLf,
+    /// Skipping `size` data bytes.
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line, or of the final CRLF.
+    TrailerLineStart,
+    TrailerName,
+    TrailerValue,
+    TrailerLf,
+    /// CR of the final CRLF seen.
+    EndLf,
+    Done,
+    /// An error was found; every later scan reports it again.
+    Failed(ChunkError),
+}
+
+/// Validates chunked framing (RFC 9112 §7.1) while bytes stream past; never buffers or copies
+/// data: it only says how many bytes of `input` belong to the body and whether the body ended
+/// (the last-chunk and trailer section's final CRLF included in `consumed`). Works with input
+/// split at any byte boundary. Strict: CRLF only (bare LF -> MissingCrlf), hex sizes up to 15
+/// hex digits (SizeTooLarge beyond that), chunk extensions `;name[=token|quoted-string]` allowed
+/// with BWS but no CTLs, trailer section limited to 16 KiB (TrailerTooLarge) with each trailer
+/// line needing a ':' (BadTrailer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChunkedDecoder {
+    state: State,
+    /// The chunk size while it is read, then the data bytes of the chunk still to come.
+    size: u64,
+    /// Bytes of the current size line (so hex digits while in `Size`), or of the trailer
+    /// section; reset when the next line kind starts.
+    line_bytes: u32,
+}
+
+impl ChunkedDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scans the next bytes of the body. On error the decoder stays failed and the body must be
+    /// abandoned (RFC 9112 §7.1: the framing can no longer be trusted).
+    pub fn scan(&mut self, input: &[u8]) -> Result<Scan, ChunkError> {
+        let mut at = 0;
+        loop {
+            match self.state {
+                State::Done => {
+                    return Ok(Scan {
+                        consumed: at,
+                        done: true,
+                    });
+                }
+                State::Failed(error) => return Err(error),
+                State::Data => {
+                    // The data itself is skipped in one step, however large the chunk: only
+                    // the size lines and trailers are looked at byte by byte.
+                    let available = input.len().saturating_sub(at);
+                    let skip = usize::try_from(self.size).map_or(available, |s| s.min(available));
+                    at += skip;
+                    self.size -= skip as u64;
+                    if self.size == 0 {
+                        self.state = State::DataCr;
+                    }
+                }
+                _ => {}
+            }
+            let Some(&byte) = input.get(at) else {
+                return Ok(Scan {
+                    consumed: at,
+                    done: false,
+                });
+            };
+            at += 1;
+            if let Err(error) = self.step(byte) {
+                self.state = State::Failed(error);
+                return Err(error);
+            }
+        }
+    }
+
+    /// Holds once the final CRLF of the trailer section has been consumed.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Advances the state machine over one framing byte (never a data byte).
+    fn step(&mut self, byte: u8) -> Result<(), ChunkError> {
+        use State::*;
+        if matches!(
+            self.state,
+            SizeStart
+                | Size
+                | SizeSpace
+                | ExtNameStart
+                | ExtName
+                | ExtNameSpace
+                | ExtValueStart
+                | ExtToken
+                | ExtQuoted
+                | ExtQuotedEscape
+                | ExtValueSpace
+                | SizeLf
+        ) {
+            self.line_bytes += 1;
+            if self.line_bytes > CHUNK_SIZE_LINE_LIMIT_BYTES {
+                return Err(ChunkError::BadExtension);
+            }
+        } else if matches!(
+            self.state,
+            TrailerLineStart | TrailerName | TrailerValue | TrailerLf | EndLf
+        ) {
+            self.line_bytes += 1;
+            if self.line_bytes > TRAILER_LIMIT_BYTES {
+                return Err(ChunkError::TrailerTooLarge);
+            }
+        }
+        let is_space = byte == b' ' || byte == b'\t';
+        self.state = match (self.state, byte) {
+            (SizeStart | Size, _) if byte.is_ascii_hexdigit() => {
+                if self.line_bytes > CHUNK_SIZE_DIGITS_MAX {
+                    return Err(ChunkError::SizeTooLarge);
+                }
+                let digit = match byte {
+                    b'0'..=b'9' => byte - b'0',
+                    _ => (byte | 0x20) - b'a' + 10,
+                };
+                self.size = (self.size << 4) | u64::from(digit);
+                Size
+            }
+            (SizeStart, _) => return Err(ChunkError::BadSize),
+            (Size, b'\r') => SizeLf,
+            (Size, b';') => ExtNameStart,
+            (Size, _) if is_space => SizeSpace,
+            (Size, b'\n') => return Err(ChunkError::MissingCrlf),
+            (Size, _) => return Err(ChunkError::BadSize),
+
+            // BWS may surround ";" and "=" but nothing else; trailing whitespace before the CRLF
+            // is not in the grammar, so it is refused like any other stray byte.
+            (SizeSpace | ExtValueSpace, _) if is_space => self.state,
+            (SizeSpace | ExtValueSpace, b';') => ExtNameStart,
+            (ExtNameStart, _) if is_space => ExtNameStart,
+            (ExtNameStart | ExtName, _) if is_tchar(byte) => ExtName,
+            (ExtName | ExtToken, b'\r') => SizeLf,
+            (ExtName | ExtNameSpace | ExtToken, b';') => ExtNameStart,
+            (ExtName | ExtNameSpace, b'=') => ExtValueStart,
+            (ExtName | ExtNameSpace, _) if is_space => ExtNameSpace,
+            (ExtValueStart, _) if is_space => ExtValueStart,
+            (ExtValueStart, b'"') => ExtQuoted,
+            (ExtValueStart | ExtToken, _) if is_tchar(byte) => ExtToken,
+            (ExtToken, _) if is_space => ExtValueSpace,
+            // quoted-string (RFC 9110 §5.6.4): qdtext and quoted-pair, no CTLs but HTAB.
+            (ExtQuoted, b'"') => ExtValueSpace,
+            (ExtQuoted, b'\\') => ExtQuotedEscape,
+            (ExtQuoted | ExtQuotedEscape, _) if is_space || (byte >= 0x21 && byte != 0x7f) => {
+                ExtQuoted
+            }
+            (
+                SizeSpace | ExtNameStart | ExtName | ExtNameSpace | ExtValueStart | ExtToken
+                | ExtValueSpace,
+                b'\n',
+            ) => return Err(ChunkError::MissingCrlf),
+            (
+                SizeSpace | ExtNameStart | ExtName | ExtNameSpace | ExtValueStart | ExtToken
+                | ExtQuoted | ExtQuotedEscape | ExtValueSpace,
+                _,
+            ) => return Err(ChunkError::BadExtension),
+
+            (SizeLf, b'\n') => {
+                self.line_bytes = 0;
+                if self.size == 0 {
+                    TrailerLineStart
+                } else {
+                    Data
+                }
+            }
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => {
+                self.line_bytes = 0;
+                SizeStart
+            }
+            (SizeLf | DataCr | DataLf, _) => return Err(ChunkError::MissingCrlf),
+
+            // trailer-section = *( field-line CRLF ), then the final CRLF (RFC 9112 §7.1.2).
+            (TrailerLineStart, b'\r') => EndLf,
+            (TrailerLineStart | TrailerName | TrailerValue, b'\n') => {
+                return Err(ChunkError::MissingCrlf);
+            }
+            (TrailerLineStart | TrailerName, _) if is_tchar(byte) => TrailerName,
+            (TrailerName, b':') => TrailerValue,
+            (TrailerValue, b'\r') => TrailerLf,
+            (TrailerValue, _) if is_space || (byte >= 0x21 && byte != 0x7f) => TrailerValue,
+            // obs-fold, a line without ':', whitespace before ':', control bytes.
+            (TrailerLineStart | TrailerName | TrailerValue, _) => {
+                return Err(ChunkError::BadTrailer);
+            }
+            (TrailerLf, b'\n') => TrailerLineStart,
+            (EndLf, b'\n') => Done,
+            (TrailerLf | EndLf, _) => return Err(ChunkError::MissingCrlf),
+
+            // `scan` handles these states without calling `step`; refuse rather than guess.
+            (Data | Done | Failed(_), _) => return Err(ChunkError::BadSize),
+        };
+        Ok(())
+    }
+}
+
+/// Tracks where a message body ends as its bytes stream through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// `remaining` bytes of a Content-Length body are still to come.
+    Length {
+        remaining: u64,
+    },
+    Chunked(ChunkedDecoder),
+    /// Everything until the peer closes belongs to the body.
+    UntilClose,
+    /// The body has ended (or there was none).
+    Done,
+}
+
+impl BodyFraming {
+    pub fn new(kind: BodyKind) -> Self {
+        match kind {
+            BodyKind::None | BodyKind::Length(0) => BodyFraming::Done,
+            BodyKind::Length(remaining) => BodyFraming::Length { remaining },
+            BodyKind::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
+            BodyKind::UntilClose => BodyFraming::UntilClose,
+        }
+    }
+
+    /// How many bytes of `input` belong to this body, and whether the body is now complete.
+    /// UntilClose consumes everything and is never done (the peer's EOF ends it).
+    pub fn scan(&mut self, input: &[u8]) -> Result<Scan, ChunkError> {
+        match self {
+            BodyFraming::Length { remaining } => {
+                let take = usize::try_from(*remaining).map_or(input.len(), |r| r.min(input.len()));
+                *remaining -= take as u64;
+                let done = *remaining == 0;
+                if done {
+                    *self = BodyFraming::Done;
+                }
+                Ok(Scan {
+                    consumed: take,
+                    done,
+                })
+            }
+            BodyFraming::Chunked(decoder) => {
+                let scan = decoder.scan(input)?;
+                if scan.done {
+                    *self = BodyFraming::Done;
+                }
+                Ok(scan)
+            }
+            BodyFraming::UntilClose => Ok(Scan {
+                consumed: input.len(),
+                done: false,
+            }),
+            BodyFraming::Done => Ok(Scan {
+                consumed: 0,
+                done: true,
+            }),
+        }
+    }
+
+    /// Holds once the whole body has been scanned; never for UntilClose.
+    pub fn is_done(&self) -> bool {
+        *self == BodyFraming::Done
+    }
+}

@@ -1,0 +1,917 @@
+//! Request and response heads: httparse fills a fixed array of header fields on the stack, then
+//! this file applies the framing rules of RFC 9112 and the request-smuggling defences on top,
+//! and keeps only byte spans into the caller's buffer (no `String`, no `Vec`). It decides where
+//! a message body ends (`BodyKind`) and whether the connection may be reused; walking the body is
+//! `body.rs`'s job, and producing the head sent on is `rewrite.rs`'s.
+//!
+//! Requests are parsed strictly, because an ambiguity the upstream resolves differently from
+//! us is a smuggling vector. Responses are parsed liberally (obs-fold, bare LF, stray spaces),
+//! because they are re-emitted normalised by `rewrite.rs` and only framing ambiguity matters.
+
+#![deny(
+    unsafe_code,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::fmt;
+
+/// Largest head (request or status line, fields, final CRLF) accepted, in bytes.
+pub const HEAD_LIMIT_BYTES: usize = 64 * 1024;
+/// Most header fields accepted in one head.
+pub const MAX_HEADERS: usize = 100;
+/// Longest request-target accepted, in bytes.
+pub const URI_LIMIT_BYTES: usize = 8 * 1024;
+
+/// How far an unfinished request line may run past `URI_LIMIT_BYTES` (method, spaces, version)
+/// before it is refused as too long without waiting for the rest of it.
+const REQUEST_LINE_SLACK_BYTES: usize = 64;
+
+/// A byte range into the buffer the head was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    /// The span `part` occupies inside `buf`; `part` must be a sub-slice of `buf` (an unrelated
+    /// slice gives an empty span at the end of `buf` rather than a panic).
+    pub(crate) fn within(buf: &[u8], part: &[u8]) -> Span {
+        let start = part
+            .as_ptr()
+            .addr()
+            .wrapping_sub(buf.as_ptr().addr())
+            .min(buf.len());
+        let end = start.saturating_add(part.len()).min(buf.len());
+        Span {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            end: u32::try_from(end).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The bytes of this span in `buf`; empty if the span does not fit `buf`.
+    pub fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or(&[])
+    }
+
+    /// The span as text. Heads are validated visible ASCII, except obs-text (bytes >= 0x80) that
+    /// httparse lets through in values and targets: a span that is not UTF-8 reads as "".
+    pub fn str_of<'a>(&self, buf: &'a [u8]) -> &'a str {
+        std::str::from_utf8(self.of(buf)).unwrap_or("")
+    }
+
+    /// Holds when the span covers no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start) as usize
+    }
+}
+
+/// Why a head was refused. Each variant maps to the status code the client is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// 400: the message says what was wrong.
+    Malformed(&'static str),
+    /// 431: head larger than `HEAD_LIMIT_BYTES`.
+    TooLarge,
+    /// 431: more than `MAX_HEADERS` header fields.
+    TooManyHeaders,
+    /// 414: request-target longer than `URI_LIMIT_BYTES`.
+    UriTooLong,
+}
+
+impl HeadError {
+    /// The status code a client gets for this error (RFC 9110 §15.5.1, §15.5.15; RFC 6585 §5).
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::Malformed(_) => 400,
+            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::UriTooLong => 414,
+        }
+    }
+
+    /// The reason phrase that goes with `status()`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HeadError::Malformed(_) => "Bad Request",
+            HeadError::TooLarge | HeadError::TooManyHeaders => "Request Header Fields Too Large",
+            HeadError::UriTooLong => "URI Too Long",
+        }
+    }
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::Malformed(what) => write!(f, "malformed message head: {what}"),
+            HeadError::TooLarge => write!(
+                f,
+                "the message head is larger than {} KiB",
+                HEAD_LIMIT_BYTES / 1024
+            ),
+            HeadError::TooManyHeaders => write!(
+                f,
+                "the message head has more than {MAX_HEADERS} header fields"
+            ),
+            HeadError::UriTooLong => write!(
+                f,
+                "the request-target is longer than {} KiB",
+                URI_LIMIT_BYTES / 1024
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HeadError {}
+
+/// The request method; methods are case-sensitive (RFC 9110 §9.1), so `get` is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Patch,
+    Connect,
+    Other,
+}
+
+impl Method {
+    fn from_token(token: &[u8]) -> Method {
+        match token {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"PATCH" => Method::Patch,
+            b"CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// The four forms of request-target (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetForm {
+    /// `/path?query` (§3.2.1).
+    Origin,
+    /// `http://host:port/path?query`, sent to proxies (§3.2.2).
+    Absolute,
+    /// `host:port`, CONNECT only (§3.2.3).
+    Authority,
+    /// `*`, OPTIONS only (§3.2.4).
+    Asterisk,
+}
+
+/// How the body of a message is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    None,
+    Length(u64),
+    Chunked,
+    /// The body runs until the sender closes the connection (responses only).
+    UntilClose,
+}
+
+/// A parsed, validated request head; every `Span` points into the buffer it was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Bytes of the head including the final CRLFCRLF (and any empty lines before the request
+    /// line, which RFC 9112 §2.2 lets us skip).
+    pub head_len: usize,
+    pub method: Method,
+    pub method_span: Span,
+    pub form: TargetForm,
+    /// The raw request-target.
+    pub target_span: Span,
+    /// host[:port] authority the request is for: from the URI for Absolute/Authority forms, else
+    /// from the Host header (None only if no Host and origin-form with HTTP/1.0).
+    pub authority: Option<Span>,
+    /// path + query to send upstream in origin-form: for Origin form the target itself; for
+    /// Absolute the part after the authority (empty span means "/"); for Authority/Asterisk the
+    /// target.
+    pub path: Span,
+    /// The Host header value.
+    pub host_header: Option<Span>,
+    /// 0 or 1.
+    pub minor_version: u8,
+    /// None, Length or Chunked (RFC 9112 §6.3: no body if neither header).
+    pub body: BodyKind,
+    /// 1.1: unless Connection: close; 1.0: only with Connection: keep-alive.
+    pub keep_alive: bool,
+    /// An Upgrade header is present and Connection lists "upgrade".
+    pub upgrade: bool,
+    /// HTTP/1.1 with Expect: 100-continue (RFC 9110 §10.1.1 has 1.0 requests' ignored).
+    pub expect_continue: bool,
+}
+
+/// A parsed response head; `rewrite.rs` re-reads the fields from the buffer when it forwards it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Bytes of the head including the final empty line.
+    pub head_len: usize,
+    pub status: u16,
+    pub minor_version: u8,
+    /// RFC 9112 §6.3 for responses: HEAD request, 1xx, 204, 304 -> None; 2xx to CONNECT -> None;
+    /// Transfer-Encoding with final chunked -> Chunked; Transfer-Encoding without final chunked ->
+    /// UntilClose; both TE and CL -> TE wins and keep_alive = false; Content-Length -> Length;
+    /// else UntilClose.
+    pub body: BodyKind,
+    /// As for requests, and false when the framing forces a close.
+    pub keep_alive: bool,
+}
+
+/// Header fields this module or `rewrite.rs` acts on; everything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Expect,
+    KeepAlive,
+    ProxyConnection,
+    ProxyAuthorization,
+    ProxyAuthenticate,
+    Te,
+    Trailer,
+    Via,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    XRealIp,
+    Other,
+}
+
+const KNOWN_FIELDS: [(&str, Field); 17] = [
+    ("Host", Field::Host),
+    ("Content-Length", Field::ContentLength),
+    ("Transfer-Encoding", Field::TransferEncoding),
+    ("Connection", Field::Connection),
+    ("Upgrade", Field::Upgrade),
+    ("Expect", Field::Expect),
+    ("Keep-Alive", Field::KeepAlive),
+    ("Proxy-Connection", Field::ProxyConnection),
+    ("Proxy-Authorization", Field::ProxyAuthorization),
+    ("Proxy-Authenticate", Field::ProxyAuthenticate),
+    ("TE", Field::Te),
+    ("Trailer", Field::Trailer),
+    ("Via", Field::Via),
+    ("X-Forwarded-For", Field::XForwardedFor),
+    ("X-Forwarded-Proto", Field::XForwardedProto),
+    ("X-Forwarded-Host", Field::XForwardedHost),
+    ("X-Real-IP", Field::XRealIp),
+];
+
+impl Field {
+    /// Classifies a field name, ignoring case (RFC 9110 §5.1).
+    pub(crate) fn of(name: &str) -> Field {
+        KNOWN_FIELDS
+            .iter()
+            .find(|(known, _)| known.len() == name.len() && known.eq_ignore_ascii_case(name))
+            .map_or(Field::Other, |&(_, field)| field)
+    }
+}
+
+/// The non-empty elements of a comma-separated field value, OWS trimmed (RFC 9110 §5.6.1).
+/// CR and LF are trimmed too: in a response they can only come from obs-fold, which RFC 9112
+/// §5.2 has us read as SP.
+pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
+}
+
+/// Holds when the comma-separated `value` lists `token`, ignoring case.
+pub(crate) fn lists_token(value: &[u8], token: &str) -> bool {
+    list_items(value).any(|item| item.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Offset of the first byte after the empty lines httparse skips before a start-line
+/// (RFC 9112 §2.2).
+pub(crate) fn skip_empty_lines(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match buf.get(at..) {
+            Some([b'\r', b'\n', ..]) => at += 2,
+            Some([b'\n', ..]) => at += 1,
+            _ => return at,
+        }
+    }
+}
+
+/// The httparse configuration for responses: liberal wherever the result is unambiguous,
+/// because `rewrite.rs` re-emits every field normalised (obs-fold unfolded to SP, names without
+/// trailing space, unparseable lines left out), so the client sees exactly what we framed by.
+pub(crate) fn response_config() -> httparse::ParserConfig {
+    let mut config = httparse::ParserConfig::default();
+    config
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .allow_spaces_after_header_name_in_responses(true)
+        .allow_multiple_spaces_in_response_status_delimiters(true)
+        .ignore_invalid_headers_in_responses(true);
+    config
+}
+
+/// What the Transfer-Encoding field lines of a message add up to (RFC 9112 §6.1): the lines
+/// form one list, and only the final coding decides the framing.
+#[derive(Debug, Clone, Copy, Default)]
+struct Codings {
+    present: bool,
+    chunked_count: u8,
+    final_is_chunked: bool,
+}
+
+impl Codings {
+    fn add(&mut self, value: &[u8]) {
+        self.present = true;
+        for coding in list_items(value) {
+            let is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            if is_chunked {
+                self.chunked_count = self.chunked_count.saturating_add(1);
+            }
+            self.final_is_chunked = is_chunked;
+        }
+    }
+}
+
+/// What the Connection field lines of a message say (RFC 9112 §9.3, RFC 9110 §7.6.1).
+#[derive(Debug, Clone, Copy, Default)]
+struct ConnectionOptions {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+}
+
+impl ConnectionOptions {
+    fn add(&mut self, value: &[u8]) {
+        for option in list_items(value) {
+            if option.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if option.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            }
+        }
+    }
+
+    /// Persistence per RFC 9112 §9.3: HTTP/1.1 unless "close", HTTP/1.0 only with "keep-alive".
+    fn persists(&self, minor_version: u8) -> bool {
+        if minor_version >= 1 {
+            !self.close
+        } else {
+            self.keep_alive && !self.close
+        }
+    }
+}
+
+/// Folds one Content-Length field line into `seen`. RFC 9110 §8.6 lets a recipient accept a
+/// list of identical values ("5, 5" or repeated lines) as that one value; any other list, an
+/// empty element, a sign or an overflow is an error (RFC 9112 §6.3 ¶5).
+fn add_content_length(value: &[u8], seen: &mut Option<u64>) -> Result<(), HeadError> {
+    for item in value.split(|&b| b == b',') {
+        let Some(length) = parse_decimal(item.trim_ascii()) else {
+            return Err(HeadError::Malformed("invalid Content-Length"));
+        };
+        match *seen {
+            Some(earlier) if earlier != length => {
+                return Err(HeadError::Malformed("conflicting Content-Length values"));
+            }
+            _ => *seen = Some(length),
+        }
+    }
+    Ok(())
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// Parses a request head from the start of `buf`.
+///
+/// `Ok(None)` means incomplete: read more and call again with the grown buffer. Limits are
+/// checked on partial input too, so a client cannot make us buffer more than
+/// `HEAD_LIMIT_BYTES` or wait out an endless request line.
+pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+    // Never hand httparse more than the limit: the work per call stays bounded however much
+    // the client has sent, and a head that does not end inside the window is too large.
+    let window = buf.get(..HEAD_LIMIT_BYTES).unwrap_or(buf);
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut fields);
+    let head_len = match request.parse(window) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            check_partial_request_line(window, request.path)?;
+            if buf.len() >= HEAD_LIMIT_BYTES {
+                return Err(HeadError::TooLarge);
+            }
+            return Ok(None);
+        }
+        Err(error) => return Err(request_error(window, error)),
+    };
+    let head = window.get(..head_len).unwrap_or(window);
+
+    // RFC 9112 §2.2 lets a recipient accept a bare LF as a line terminator; httparse does.
+    // A proxy must not: an upstream that does not would see different lines than we did.
+    if has_bare_lf(head) {
+        return Err(HeadError::Malformed("bare LF in request head"));
+    }
+
+    let target = request.path.unwrap_or("").as_bytes();
+    if target.len() > URI_LIMIT_BYTES {
+        return Err(HeadError::UriTooLong);
+    }
+    let method_token = request.method.unwrap_or("").as_bytes();
+    let method = Method::from_token(method_token);
+    let minor_version = request.version.unwrap_or(1);
+    let target_parts = split_target(method, target)?;
+
+    let mut host: Option<&[u8]> = None;
+    let mut content_length: Option<u64> = None;
+    let mut codings = Codings::default();
+    let mut connection = ConnectionOptions::default();
+    let mut has_upgrade_field = false;
+    let mut expect_continue = false;
+    for field in request.headers.iter() {
+        match Field::of(field.name) {
+            Field::Host => {
+                // RFC 9112 §3.2: more than one Host line, or an invalid value, is a 400.
+                if host.is_some() {
+                    return Err(HeadError::Malformed("multiple Host headers"));
+                }
+                if !field.value.is_empty() && !is_authority(field.value, false) {
+                    return Err(HeadError::Malformed("invalid Host header"));
+                }
+                host = Some(field.value);
+            }
+            Field::ContentLength => add_content_length(field.value, &mut content_length)?,
+            Field::TransferEncoding => codings.add(field.value),
+            Field::Connection => connection.add(field.value),
+            Field::Upgrade => has_upgrade_field = true,
+            Field::Expect => {
+                expect_continue |= field.value.eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
+        }
+    }
+
+    let body = if codings.present {
+        // RFC 9112 §6.1: Transfer-Encoding is an HTTP/1.1 feature; a 1.0 message carrying it
+        // has faulty framing.
+        if minor_version == 0 {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        // RFC 9112 §6.1 ¶15: both headers in one request is the classic smuggling vector; a
+        // proxy that forwards it lets the upstream pick a different framing than ours.
+        if content_length.is_some() {
+            return Err(HeadError::Malformed(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        // RFC 9112 §6.3 ¶4: a request whose final coding is not chunked cannot be framed;
+        // chunked twice is forbidden (§6.1) and one more place for parsers to disagree.
+        if !codings.final_is_chunked || codings.chunked_count != 1 {
+            return Err(HeadError::Malformed("unsupported Transfer-Encoding"));
+        }
+        BodyKind::Chunked
+    } else if let Some(length) = content_length {
+        BodyKind::Length(length)
+    } else {
+        // RFC 9112 §6.3 ¶7: a request with neither header has no body.
+        BodyKind::None
+    };
+
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400. CONNECT is let through without
+    // one: its authority-form target already names the host, and older clients omit it.
+    if minor_version >= 1 && host.is_none() && method != Method::Connect {
+        return Err(HeadError::Malformed("missing Host header"));
+    }
+    let authority = match target_parts.authority {
+        Some(authority) => Some(authority),
+        None => match host {
+            // An empty Host is only valid when the target carries the authority itself.
+            Some([]) => return Err(HeadError::Malformed("invalid Host header")),
+            Some(host) => Some(host),
+            None => None,
+        },
+    };
+
+    Ok(Some(RequestHead {
+        head_len,
+        method,
+        method_span: Span::within(buf, method_token),
+        form: target_parts.form,
+        target_span: Span::within(buf, target),
+        authority: authority.map(|a| Span::within(buf, a)),
+        path: Span::within(buf, target_parts.path),
+        host_header: host.map(|h| Span::within(buf, h)),
+        minor_version,
+        body,
+        keep_alive: connection.persists(minor_version),
+        upgrade: has_upgrade_field && connection.upgrade,
+        expect_continue: expect_continue && minor_version >= 1,
+    }))
+}
+
+/// Parses a response head from the start of `buf`, framing its body by the method of the
+/// request it answers. `Ok(None)` means incomplete.
+pub fn parse_response(
+    buf: &[u8],
+    request_method: Method,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let window = buf.get(..HEAD_LIMIT_BYTES).unwrap_or(buf);
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let head_len = match response_config().parse_response(&mut response, window) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= HEAD_LIMIT_BYTES {
+                return Err(HeadError::TooLarge);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(httparse::Error::Status | httparse::Error::Version | httparse::Error::Token) => {
+            return Err(HeadError::Malformed("invalid response status line"));
+        }
+        Err(_) => return Err(HeadError::Malformed("invalid response header")),
+    };
+    let status = response.code.unwrap_or(0);
+    if status < 100 {
+        return Err(HeadError::Malformed("invalid response status code"));
+    }
+    let minor_version = response.version.unwrap_or(1);
+
+    let mut content_length: Option<u64> = None;
+    let mut codings = Codings::default();
+    let mut connection = ConnectionOptions::default();
+    for field in response.headers.iter() {
+        match Field::of(field.name) {
+            Field::ContentLength => add_content_length(field.value, &mut content_length)?,
+            Field::TransferEncoding => codings.add(field.value),
+            Field::Connection => connection.add(field.value),
+            _ => {}
+        }
+    }
+
+    // RFC 9112 §6.3 ¶1-2: these responses end with their head whatever their fields say.
+    let bodiless = request_method == Method::Head
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
+        || (request_method == Method::Connect && (200..300).contains(&status));
+    let body = if bodiless {
+        BodyKind::None
+    } else if codings.present {
+        // RFC 9112 §6.3 ¶3-4: Transfer-Encoding overrides Content-Length; without a final
+        // chunked the response runs until the server closes.
+        if codings.final_is_chunked {
+            BodyKind::Chunked
+        } else {
+            BodyKind::UntilClose
+        }
+    } else if let Some(length) = content_length {
+        BodyKind::Length(length)
+    } else {
+        // RFC 9112 §6.3 ¶8: no framing fields, the body is everything until close.
+        BodyKind::UntilClose
+    };
+
+    let keep_alive = connection.persists(minor_version)
+        && body != BodyKind::UntilClose
+        // RFC 9112 §6.3 ¶3: TE and CL together "ought to be handled as an error"; we relay by
+        // TE and close afterwards so nothing that follows can be misread.
+        && !(codings.present && content_length.is_some())
+        // RFC 9112 §6.1: Transfer-Encoding in a 1.0 message means faulty framing: close after.
+        && !(codings.present && minor_version == 0);
+
+    Ok(Some(ResponseHead {
+        head_len,
+        status,
+        minor_version,
+        body,
+        keep_alive,
+    }))
+}
+
+/// The parts of a request-target that the proxy cares about, as sub-slices of the target.
+struct TargetParts<'a> {
+    form: TargetForm,
+    authority: Option<&'a [u8]>,
+    path: &'a [u8],
+}
+
+/// Classifies the request-target (RFC 9112 §3.2) and checks that it fits the method.
+fn split_target(method: Method, target: &[u8]) -> Result<TargetParts<'_>, HeadError> {
+    // §3.2.3: CONNECT uses authority-form, and only authority-form; the port is required.
+    if method == Method::Connect {
+        if !is_authority(target, true) {
+            return Err(HeadError::Malformed("CONNECT needs a host:port target"));
+        }
+        return Ok(TargetParts {
+            form: TargetForm::Authority,
+            authority: Some(target),
+            path: target,
+        });
+    }
+    match target {
+        [b'/', ..] => Ok(TargetParts {
+            form: TargetForm::Origin,
+            authority: None,
+            path: target,
+        }),
+        // §3.2.4: asterisk-form is only used for a server-wide OPTIONS.
+        b"*" if method == Method::Options => Ok(TargetParts {
+            form: TargetForm::Asterisk,
+            authority: None,
+            path: target,
+        }),
+        b"*" => Err(HeadError::Malformed(
+            "asterisk-form (*) is only allowed with OPTIONS",
+        )),
+        _ => split_absolute_target(target),
+    }
+}
+
+/// §3.2.2: absolute-form, which a proxy must accept. Only `http` is proxied in the clear; an
+/// `https` URL has to come through CONNECT, which is where TLS interception happens.
+fn split_absolute_target(target: &[u8]) -> Result<TargetParts<'_>, HeadError> {
+    let colon = target.iter().position(|&b| b == b':');
+    let (scheme, rest) = match colon {
+        Some(at) => (
+            target.get(..at).unwrap_or(&[]),
+            target.get(at + 1..).unwrap_or(&[]),
+        ),
+        None => return Err(HeadError::Malformed("invalid request-target")),
+    };
+    let Some(hierarchy) = rest.strip_prefix(b"//").filter(|_| is_scheme(scheme)) else {
+        // "host:port" parses as a scheme with no "//"; say what it is rather than "invalid".
+        if is_authority(target, true) {
+            return Err(HeadError::Malformed(
+                "authority-form is only allowed with CONNECT",
+            ));
+        }
+        return Err(HeadError::Malformed("invalid request-target"));
+    };
+    if !scheme.eq_ignore_ascii_case(b"http") {
+        return Err(HeadError::Malformed(
+            "only http:// URLs can be proxied (use CONNECT for https)",
+        ));
+    }
+    let authority_len = hierarchy
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(hierarchy.len());
+    let (authority, path) = hierarchy.split_at(authority_len);
+    // RFC 9110 §4.2.1: an http URI with an empty host is invalid and must be rejected.
+    if authority.is_empty() {
+        return Err(HeadError::Malformed("missing host in request-target"));
+    }
+    // RFC 9110 §4.2.4: userinfo is deprecated in http URIs; refusing it also removes the
+    // "http://trusted@evil/" trick for disagreeing about which host is meant.
+    if authority.contains(&b'@') {
+        return Err(HeadError::Malformed("userinfo (@) in request-target"));
+    }
+    if !is_authority(authority, false) {
+        return Err(HeadError::Malformed("invalid host in request-target"));
+    }
+    Ok(TargetParts {
+        form: TargetForm::Absolute,
+        authority: Some(authority),
+        path,
+    })
+}
+
+/// RFC 3986 §3.1: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn is_scheme(scheme: &[u8]) -> bool {
+    match scheme {
+        [first, rest @ ..] => {
+            first.is_ascii_alphabetic()
+                && rest
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        }
+        [] => false,
+    }
+}
+
+/// RFC 3986 §3.2: `host [ ":" port ]` without userinfo, host a reg-name or a bracketed IP
+/// literal, port 1-5 digits up to 65535 (required when `port_required`).
+pub(crate) fn is_authority(authority: &[u8], port_required: bool) -> bool {
+    let port = if let Some(literal) = authority.strip_prefix(b"[") {
+        let Some(close) = literal.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let (address, after) = literal.split_at(close);
+        let valid_address = !address.is_empty()
+            && address.iter().all(|&b| {
+                b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'%' | b'-' | b'_' | b'~')
+            });
+        if !valid_address {
+            return false;
+        }
+        match after {
+            [b']'] => None,
+            [b']', b':', port @ ..] => Some(port),
+            _ => return false,
+        }
+    } else {
+        let (host, port) = match authority.iter().rposition(|&b| b == b':') {
+            Some(at) => (
+                authority.get(..at).unwrap_or(&[]),
+                Some(authority.get(at + 1..).unwrap_or(&[])),
+            ),
+            None => (authority, None),
+        };
+        if host.is_empty() || !host.iter().all(|&b| is_reg_name_byte(b)) {
+            return false;
+        }
+        port
+    };
+    match port {
+        None => !port_required,
+        Some(digits) => digits.len() <= 5 && parse_decimal(digits).is_some_and(|p| p <= 65535),
+    }
+}
+
+/// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2).
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'%'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
+}
+
+/// tchar (RFC 9110 §5.6.2).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// Holds when some LF in `head` is not preceded by CR.
+fn has_bare_lf(head: &[u8]) -> bool {
+    let mut previous = 0u8;
+    for &b in head {
+        if b == b'\n' && previous != b'\r' {
+            return true;
+        }
+        previous = b;
+    }
+    false
+}
+
+/// Refuses an unfinished request line that is already too long to become acceptable, so a
+/// client cannot keep us waiting for a target we would refuse anyway.
+fn check_partial_request_line(window: &[u8], parsed_target: Option<&str>) -> Result<(), HeadError> {
+    match parsed_target {
+        Some(target) if target.len() > URI_LIMIT_BYTES => Err(HeadError::UriTooLong),
+        Some(_) => Ok(()),
+        None => {
+            // httparse has not found the end of the target yet, so the request line is not
+            // finished: everything after the leading empty lines belongs to it.
+            let line_len = window.len().saturating_sub(skip_empty_lines(window));
+            if line_len > URI_LIMIT_BYTES + REQUEST_LINE_SLACK_BYTES {
+                Err(HeadError::UriTooLong)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Turns an httparse error into a message that says what was wrong; the error paths re-scan
+/// the head to tell apart cases httparse reports alike.
+fn request_error(window: &[u8], error: httparse::Error) -> HeadError {
+    match error {
+        httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
+        httparse::Error::HeaderName => HeadError::Malformed(explain_header_name_error(window)),
+        httparse::Error::HeaderValue => HeadError::Malformed("invalid header value"),
+        httparse::Error::NewLine => HeadError::Malformed(explain_new_line_error(window)),
+        httparse::Error::Token | httparse::Error::Version | httparse::Error::Status => {
+            HeadError::Malformed("invalid request line")
+        }
+    }
+}
+
+/// The field lines after the request line, split on LF with any CR before it removed.
+fn field_lines(window: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let start = skip_empty_lines(window);
+    let after_start = window.get(start..).unwrap_or(&[]);
+    let fields = after_start
+        .iter()
+        .position(|&b| b == b'\n')
+        .and_then(|lf| after_start.get(lf + 1..))
+        .unwrap_or(&[]);
+    fields
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .take_while(|line| !line.is_empty())
+}
+
+/// httparse reports obs-fold, whitespace before the colon and a bad name byte all as
+/// `HeaderName`; find the first field line that is not `token ":"` and say which it was.
+fn explain_header_name_error(window: &[u8]) -> &'static str {
+    for (index, line) in field_lines(window).enumerate() {
+        if let [b' ' | b'\t', ..] = line {
+            // RFC 9112 §5.2: obs-fold in a request is rejected with 400. Whitespace before the
+            // first field line (§2.2) is rejected the same way.
+            return if index == 0 {
+                "whitespace before the first header field"
+            } else {
+                "obsolete line folding"
+            };
+        }
+        let name_len = line
+            .iter()
+            .position(|&b| !is_tchar(b))
+            .unwrap_or(line.len());
+        let after_name = line.get(name_len..).unwrap_or(&[]);
+        match after_name.first() {
+            Some(b':') if name_len > 0 => continue,
+            Some(b' ' | b'\t') if name_len > 0 => {
+                let after_space = after_name.trim_ascii_start();
+                // RFC 9112 §5.1: whitespace between name and colon must be rejected with 400.
+                return if after_space.first() == Some(&b':') {
+                    "whitespace before colon in header name"
+                } else {
+                    "invalid header name"
+                };
+            }
+            _ => return "invalid header name",
+        }
+    }
+    "invalid header name"
+}
+
+/// httparse reports a CR not followed by LF as `NewLine`, as it does junk after the version.
+fn explain_new_line_error(window: &[u8]) -> &'static str {
+    let start = skip_empty_lines(window);
+    let after_start = window.get(start..).unwrap_or(&[]);
+    let Some(lf) = after_start.iter().position(|&b| b == b'\n') else {
+        return "invalid request line";
+    };
+    let line = after_start.get(..lf).unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let well_formed =
+        !line.contains(&b'\r') && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"));
+    if well_formed {
+        "bare CR in request head"
+    } else {
+        "invalid request line"
+    }
+}

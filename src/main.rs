@@ -1,0 +1,161 @@
+//! The `watchtower` command: arguments -> `Config::load` -> `Proxy::bind` -> `run`.
+//! Start-up errors become one sentence on stderr and a non-zero exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use watchtower::Config;
+use watchtower::apilog::{LogOptions, LogWorker, stderr};
+use watchtower::event_loop::Proxy;
+
+const USAGE: &str = "\
+Watchtower: a local developer proxy. Routes chosen domains to local builds,
+passes everything else through to the real servers, and logs every exchange.
+
+Usage:
+  watchtower [--config PATH] [--quiet] [-v...]   run the proxy
+  watchtower check [--config PATH]               validate the config, print the routing table
+  watchtower --help | --version
+
+Options:
+  -c, --config PATH   config file (default: ./watchtower.toml if present, else built-in
+                      defaults: forward proxy on 127.0.0.1:8888, no routes)
+  -q, --quiet         no access lines on stderr, warnings only
+  -v, --verbose       more log output (-vv for trace); RUST_LOG=level also works
+  -h, --help          this text
+  -V, --version       the version
+";
+
+enum Command {
+    Run,
+    Check,
+    Help,
+    Version,
+}
+
+struct Args {
+    command: Command,
+    config: Option<PathBuf>,
+    quiet: bool,
+    verbosity: u8,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut args = Args {
+        command: Command::Run,
+        config: None,
+        quiet: false,
+        verbosity: 0,
+    };
+    let mut saw_command = false;
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-h" | "--help" => args.command = Command::Help,
+            "-V" | "--version" => args.command = Command::Version,
+            "-q" | "--quiet" => args.quiet = true,
+            "-v" | "--verbose" => args.verbosity = args.verbosity.saturating_add(1),
+            "-vv" => args.verbosity = args.verbosity.saturating_add(2),
+            "-c" | "--config" => {
+                let path = it
+                    .next()
+                    .ok_or_else(|| format!("{arg} needs a file path"))?;
+                args.config = Some(PathBuf::from(path));
+            }
+            s if s.starts_with("--config=") => {
+                args.config = Some(PathBuf::from(&s["--config=".len()..]));
+            }
+            "check" if !saw_command => {
+                saw_command = true;
+                args.command = Command::Check;
+            }
+            "run" if !saw_command => saw_command = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("watchtower: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.command {
+        Command::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("watchtower {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check => match Config::load(args.config.as_deref()) {
+            Ok(config) => {
+                print!("{}", config.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("watchtower: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run => run(&args),
+    }
+}
+
+fn run(args: &Args) -> ExitCode {
+    stderr::init(args.verbosity, args.quiet);
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("watchtower: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (log, worker) = match LogWorker::spawn(LogOptions {
+        api_log: config.api_log.clone(),
+        access_lines: !args.quiet,
+    }) {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("watchtower: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let proxy = match Proxy::bind(&config, log) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("watchtower: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listening: Vec<String> = proxy
+        .local_addrs()
+        .iter()
+        .map(|(name, addr)| format!("{name} http://{addr}"))
+        .collect();
+    let enabled = config.routes.iter().filter(|r| r.enabled).count();
+    eprintln!(
+        "watchtower {} ready: {}; local routing {} ({enabled} route{} enabled){}",
+        env!("CARGO_PKG_VERSION"),
+        listening.join(", "),
+        if config.local_routing { "on" } else { "off" },
+        if enabled == 1 { "" } else { "s" },
+        match &config.source {
+            Some(p) => format!("; config {}", p.display()),
+            None => "; built-in defaults".to_string(),
+        }
+    );
+    let result = proxy.run();
+    worker.join();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("watchtower: event loop failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

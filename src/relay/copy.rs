@@ -1,0 +1,127 @@
+//! Readiness-aware reads and writes shared by every phase.
+//!
+//! Sockets are registered edge-triggered, so a side's [`Ready`] flags are set by poll events
+//! and cleared only when a call returns `WouldBlock`; a phase that stops early (its buffer is
+//! full, the other side is slow) can therefore resume later without a new event. Errors are
+//! reported as [`IoOutcome`] values, never panics, and carry the `io::ErrorKind` so the session
+//! can say which side failed and how.
+
+use std::io::{self, Read, Write};
+
+use super::pool::Buf;
+
+/// What poll last told us about one socket, kept until an operation hits `WouldBlock`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+}
+
+/// The result of one read or write attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOutcome {
+    /// `n > 0` bytes moved.
+    Done(usize),
+    /// The peer closed its sending side (a 0-byte read).
+    Eof,
+    /// Nothing to do now: the socket would block, or the buffer has no room.
+    Blocked,
+    /// The socket failed; the connection is unusable.
+    Failed(io::ErrorKind),
+}
+
+/// Anything a phase reads from and writes to: a plain socket now, a TLS session later.
+pub trait Io: Read + Write {}
+impl<T: Read + Write> Io for T {}
+
+/// Reads once into the spare room of `buf`.
+pub fn read_into(src: &mut impl Read, ready: &mut Ready, buf: &mut Buf) -> IoOutcome {
+    if !ready.readable {
+        return IoOutcome::Blocked;
+    }
+    loop {
+        let spare = buf.spare();
+        if spare.is_empty() {
+            return IoOutcome::Blocked;
+        }
+        match src.read(spare) {
+            // A 0-byte read into a non-empty buffer is the peer's FIN (RFC 9293 §3.6).
+            Ok(0) => return IoOutcome::Eof,
+            Ok(n) => {
+                buf.commit(n);
+                return IoOutcome::Done(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready.readable = false;
+                return IoOutcome::Blocked;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return IoOutcome::Failed(e.kind()),
+        }
+    }
+}
+
+/// Writes as much of `data` as the socket takes in one call.
+pub fn write_from(dst: &mut impl Write, ready: &mut Ready, data: &[u8]) -> IoOutcome {
+    if !ready.writable || data.is_empty() {
+        return IoOutcome::Blocked;
+    }
+    loop {
+        match dst.write(data) {
+            Ok(0) => return IoOutcome::Failed(io::ErrorKind::WriteZero),
+            Ok(n) => return IoOutcome::Done(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready.writable = false;
+                return IoOutcome::Blocked;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return IoOutcome::Failed(e.kind()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::BufPool;
+
+    struct Scripted(Vec<io::Result<usize>>);
+    impl Read for Scripted {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            match self.0.remove(0) {
+                Ok(n) => {
+                    out[..n].fill(b'x');
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    #[test]
+    fn would_block_clears_readiness_and_eof_is_reported() {
+        let mut pool = BufPool::new(1, 1);
+        let mut buf = pool.get().unwrap();
+        let mut ready = Ready {
+            readable: true,
+            writable: false,
+        };
+        let mut src = Scripted(vec![Ok(3), Err(io::ErrorKind::WouldBlock.into()), Ok(0)]);
+        assert_eq!(
+            read_into(&mut src, &mut ready, &mut buf),
+            IoOutcome::Done(3)
+        );
+        assert_eq!(
+            read_into(&mut src, &mut ready, &mut buf),
+            IoOutcome::Blocked
+        );
+        assert!(!ready.readable);
+        assert_eq!(
+            read_into(&mut src, &mut ready, &mut buf),
+            IoOutcome::Blocked
+        );
+        ready.readable = true;
+        assert_eq!(read_into(&mut src, &mut ready, &mut buf), IoOutcome::Eof);
+        assert_eq!(buf.filled(), b"xxx");
+    }
+}

@@ -1,0 +1,340 @@
+//! `ReadHead`: reading a request head and deciding where the request goes.
+//!
+//! The head is parsed incrementally from the client input buffer (`Conn::cin`) — bytes left
+//! over from a pipelined request are parsed before the socket is read again, so pipelined
+//! requests are answered in order. Once a head is complete the routing table decides
+//! (SPEC §3), the head is rewritten for the upstream straight into a pooled buffer, and the
+//! session moves on to resolving/connecting, or reuses the upstream connection it already
+//! holds for the same `host:port`.
+//!
+//! Deadlines (SPEC §10): a new connection must finish its first head within
+//! `request_header` of being accepted; a kept-alive connection may idle for `idle`, and once
+//! the first byte of its next head arrives that head must be finished within
+//! `request_header` — trickling bytes does not extend it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::apilog::{Kind, Text};
+use crate::context::Ctx;
+use crate::http::{self, BodyKind, Forwarding, HeadError, Method, RequestHead, TargetForm};
+use crate::relay::IoOutcome;
+use crate::relay::copy::read_into;
+use crate::resolve::Query;
+use crate::route::{self, Decision, ListenerKind};
+
+use super::answer;
+use super::connect;
+use super::exchange::Exchange;
+use super::{CloseReason, Conn, Phase, Step};
+
+/// Waiting for, or reading, a request head.
+pub(crate) struct ReadHead {
+    /// When the current deadline started counting.
+    since: Instant,
+    /// True once a byte of this head has arrived (or the connection is new): the
+    /// `request_header` deadline applies, otherwise `idle`.
+    strict: bool,
+    /// True once a byte of this head has arrived.
+    started: bool,
+}
+
+impl ReadHead {
+    /// The phase of a freshly accepted connection.
+    pub fn fresh(conn: &mut Conn, ctx: &mut Ctx) -> Phase {
+        let r = ReadHead {
+            since: ctx.now,
+            strict: true,
+            started: false,
+        };
+        let at = r.deadline(ctx);
+        conn.set_deadline(ctx, Some(at));
+        Phase::ReadHead(r)
+    }
+
+    /// The phase after a response on a kept-alive connection. Bytes already buffered
+    /// (pipelining) start the head deadline at once.
+    pub fn next_request(conn: &Conn, ctx: &Ctx) -> Phase {
+        let pipelined = conn.cin.as_ref().is_some_and(|b| !b.is_empty());
+        Phase::ReadHead(ReadHead {
+            since: ctx.now,
+            strict: pipelined,
+            started: pipelined,
+        })
+    }
+
+    /// True once some byte of the next head has been received.
+    pub fn has_started(&self) -> bool {
+        self.started
+    }
+
+    pub fn deadline(&self, ctx: &Ctx) -> Instant {
+        let t = &ctx.timeouts;
+        self.since
+            + if self.strict {
+                t.request_header
+            } else {
+                t.idle
+            }
+    }
+
+    pub(super) fn step(&mut self, conn: &mut Conn, ctx: &mut Ctx) -> Step {
+        check_idle_upstream(conn);
+        let buffered = conn.cin.as_ref().is_some_and(|b| !b.is_empty());
+        if !buffered {
+            if ctx.draining {
+                return Step::Close(CloseReason::Shutdown);
+            }
+            if !conn.client_ready.readable {
+                // Idle between requests: hold no buffer.
+                ctx.pool.release(&mut conn.cin);
+                return Step::Wait;
+            }
+        }
+        let cin = match conn.cin {
+            Some(ref mut b) => b,
+            None => match ctx.pool.get() {
+                Some(b) => conn.cin.insert(b),
+                None => return Step::Close(CloseReason::Overloaded),
+            },
+        };
+        if !cin.is_empty() {
+            match http::parse_request(cin.filled()) {
+                Ok(Some(head)) => return decide(head, conn, ctx),
+                Ok(None) => {}
+                Err(e) => return head_error(e, conn, ctx),
+            }
+        }
+        match read_into(&mut conn.client, &mut conn.client_ready, cin) {
+            IoOutcome::Done(_) => {
+                if !self.started {
+                    self.started = true;
+                    if !self.strict || conn.requests > 0 {
+                        self.since = ctx.now;
+                    }
+                    self.strict = true;
+                }
+                Step::Continue
+            }
+            IoOutcome::Blocked => {
+                ctx.pool.release_if_empty(&mut conn.cin);
+                Step::Wait
+            }
+            // A client that closes between requests ends the session normally; one that
+            // closes halfway through a head has nothing we could answer.
+            IoOutcome::Eof => Step::Close(if self.started {
+                CloseReason::ClientClosed
+            } else {
+                CloseReason::Finished
+            }),
+            IoOutcome::Failed(k) => Step::Close(CloseReason::ClientFailed(k)),
+        }
+    }
+
+    /// `request_header` or `idle` ran out.
+    pub(super) fn timeout(&mut self, conn: &mut Conn, ctx: &mut Ctx) -> Step {
+        if !self.strict {
+            // An idle kept-alive connection: close quietly, as browsers expect.
+            return Step::Close(CloseReason::Finished);
+        }
+        conn.begin_record(ctx, Kind::Http, b"", b"", None);
+        let secs = ctx.timeouts.request_header.as_secs_f64();
+        answer::reply(
+            conn,
+            ctx,
+            408,
+            format_args!("request head not received within {secs}s"),
+            false,
+        )
+    }
+}
+
+/// A kept upstream connection that becomes readable while idle has either closed or sent
+/// bytes nobody asked for; either way it cannot be reused.
+fn check_idle_upstream(conn: &mut Conn) {
+    if conn.upstream.as_ref().is_some_and(|u| u.ready.readable) {
+        log::debug!("session {}: idle upstream closed", conn.key);
+        conn.drop_upstream();
+    }
+}
+
+fn head_error(e: HeadError, conn: &mut Conn, ctx: &mut Ctx) -> Step {
+    conn.begin_record(ctx, Kind::Http, b"", b"", None);
+    conn.method = Method::Other;
+    // Bytes after a malformed head are never forwarded (SPEC §10): answer and close.
+    answer::reply(conn, ctx, e.status(), format_args!("{e}"), false)
+}
+
+/// Formats `host:port` the way the upstream is dialled and logged.
+fn upstream_name(host: &str, port: u16) -> Text {
+    if host.contains(':') {
+        Text::from_fmt(format_args!("[{host}]:{port}"))
+    } else {
+        Text::from_fmt(format_args!("{host}:{port}"))
+    }
+}
+
+/// A complete head: the head's bytes are consumed whatever the outcome.
+fn decide(head: RequestHead, conn: &mut Conn, ctx: &mut Ctx) -> Step {
+    let Some(mut cin) = conn.cin.take() else {
+        return Step::Close(CloseReason::Finished);
+    };
+    let step = route_request(&head, cin.filled(), conn, ctx);
+    cin.consume(head.head_len);
+    conn.cin = Some(cin);
+    step
+}
+
+/// Checks the head fits this listener, routes it, rewrites it, and moves on.
+fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx) -> Step {
+    conn.requests += 1;
+    conn.method = head.method;
+    let is_connect = head.method == Method::Connect;
+    let authority = head.authority.map(|s| s.str_of(src)).unwrap_or("");
+    let path: &[u8] = if head.path.is_empty() {
+        b"/"
+    } else {
+        head.path.of(src)
+    };
+    conn.begin_record(
+        ctx,
+        if is_connect { Kind::Tunnel } else { Kind::Http },
+        head.method_span.of(src),
+        authority.as_bytes(),
+        (!is_connect).then_some(path),
+    );
+    conn.count_in(head.head_len);
+    // Answers Watchtower gives before reading a body can keep the connection only when
+    // there is no body to skip.
+    let keep = head.keep_alive && head.body == BodyKind::None;
+
+    match (conn.listener, head.form) {
+        (ListenerKind::Forward, TargetForm::Origin | TargetForm::Asterisk) => {
+            return answer::reply(
+                conn,
+                ctx,
+                400,
+                format_args!(
+                    "this is Watchtower's forward proxy port: use it as a proxy \
+                     (e.g. HTTP_PROXY=http://{}) instead of requesting it directly",
+                    conn.client_local_hint()
+                ),
+                keep,
+            );
+        }
+        (ListenerKind::ReverseHttp | ListenerKind::ReverseHttps, TargetForm::Authority) => {
+            return answer::reply(
+                conn,
+                ctx,
+                400,
+                format_args!("CONNECT is only accepted on the forward proxy port"),
+                false,
+            );
+        }
+        _ => {}
+    }
+    let Some((host, port)) = route::split_authority(authority) else {
+        return answer::reply(
+            conn,
+            ctx,
+            400,
+            format_args!("invalid host {authority:?} in request"),
+            false,
+        );
+    };
+    let (dial_host, dial_port, to_local) =
+        match ctx
+            .routes
+            .decide(authority, ctx.local_routing, conn.listener)
+        {
+            Decision::Local(r) => {
+                if let Some(rec) = conn.rec_mut() {
+                    rec.route = Some(Text::from_str(&r.id));
+                }
+                (r.target_host.as_str(), r.target_port, true)
+            }
+            Decision::Pass => (host, port.unwrap_or(80), false),
+        };
+    let name = upstream_name(dial_host, dial_port);
+    if let Some(rec) = conn.rec_mut() {
+        rec.upstream = Some(name.clone());
+    }
+
+    let mut x = if is_connect {
+        Exchange::tunnel()
+    } else {
+        let Some(mut out) = ctx.pool.get() else {
+            return answer::reply(
+                conn,
+                ctx,
+                503,
+                format_args!("Watchtower is out of buffers; try again"),
+                false,
+            );
+        };
+        let fwd = Forwarding {
+            to_local,
+            client_ip: conn.client_addr.ip(),
+            proto: "http",
+            upgrade: head.upgrade,
+        };
+        match http::write_request_head(src, head, &fwd, out.raw_mut()) {
+            Ok(n) => out.set_filled(n),
+            Err(_) => {
+                ctx.pool.put(out);
+                return answer::reply(
+                    conn,
+                    ctx,
+                    431,
+                    format_args!("request head too large once forwarding headers are added"),
+                    false,
+                );
+            }
+        }
+        Exchange::http(head, out, ctx)
+    };
+    let dial_host: Box<str> = dial_host.into();
+    dial(&mut x, name, &dial_host, dial_port, conn, ctx)
+}
+
+/// Reuses the upstream connection when it goes to the same `host:port`, else resolves
+/// (unless the host is an IP literal) and connects.
+fn dial(
+    x: &mut Exchange,
+    name: Text,
+    host: &str,
+    port: u16,
+    conn: &mut Conn,
+    ctx: &mut Ctx,
+) -> Step {
+    x.started_dial(ctx.now, name);
+    if let Some(up) = &conn.upstream {
+        if up.connected && up.name.as_str() == x.upstream_name() && !x.is_tunnel() {
+            return Step::Next(Phase::Exchange(std::mem::take(x)));
+        }
+        conn.drop_upstream();
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        x.set_addrs(vec![SocketAddr::new(ip, port)]);
+        return connect::start(std::mem::take(x), conn, ctx);
+    }
+    ctx.resolver.submit(Query {
+        key: conn.key,
+        generation: conn.generation,
+        host: host.into(),
+        port,
+    });
+    Step::Next(Phase::Resolve(std::mem::take(x)))
+}
+
+impl Conn {
+    /// The address a client would put in HTTP_PROXY, for the forward port's 400 text.
+    fn client_local_hint(&self) -> String {
+        match &self.client {
+            crate::io::ClientIo::Plain(s) => s
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "127.0.0.1:8888".into()),
+        }
+    }
+}

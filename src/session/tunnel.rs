@@ -1,0 +1,228 @@
+//! `Tunnel`: bytes copied both ways, for CONNECT and after `101 Switching Protocols`.
+//!
+//! Each direction moves through one pooled buffer that is read into only when it is empty,
+//! so a slow reader on one side stops reads on the other (backpressure) and memory stays
+//! at two buffers per busy tunnel, none when idle. When one side closes its sending half,
+//! the other side's sending half is shut once the buffered bytes are delivered (half-close,
+//! RFC 9293 §3.6); the tunnel ends when both directions are shut, or after `idle` with no
+//! traffic. The log record (one line per tunnel, SPEC §10) is written when it ends.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::context::Ctx;
+use crate::io::ClientIo;
+use crate::relay::copy::{read_into, write_from};
+use crate::relay::{Buf, BufPool, IoOutcome, Ready};
+
+use super::{CloseReason, Conn, Step};
+
+/// The reply to a CONNECT whose upstream connection is up (RFC 9110 §9.3.6).
+const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+
+/// One direction of a tunnel.
+#[derive(Default)]
+struct Flow {
+    /// Bytes read from the source and not yet written to the destination.
+    buf: Option<Buf>,
+    /// The source sent FIN.
+    eof: bool,
+    /// FIN was passed on to the destination; this direction is finished.
+    shut: bool,
+}
+
+/// Which end of a tunnel failed.
+enum Failure {
+    Source(io::ErrorKind),
+    Destination(io::ErrorKind),
+}
+
+/// A socket whose sending half can be closed on its own.
+trait HalfClose {
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl HalfClose for ClientIo {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        ClientIo::shutdown_write(self)
+    }
+}
+
+impl HalfClose for TcpStream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+/// Moves what it can from `src` to `dst` through `flow`. Returns bytes delivered and
+/// whether anything changed.
+fn pump(
+    src: &mut impl Read,
+    src_ready: &mut Ready,
+    dst: &mut (impl Write + HalfClose),
+    dst_ready: &mut Ready,
+    flow: &mut Flow,
+    pool: &mut BufPool,
+) -> Result<(usize, bool), Failure> {
+    if flow.shut {
+        return Ok((0, false));
+    }
+    let mut delivered = 0;
+    let mut moved = false;
+    if let Some(buf) = flow.buf.as_mut().filter(|b| !b.is_empty()) {
+        match write_from(dst, dst_ready, buf.filled()) {
+            IoOutcome::Done(n) => {
+                buf.consume(n);
+                delivered = n;
+                moved = true;
+            }
+            IoOutcome::Failed(k) => return Err(Failure::Destination(k)),
+            IoOutcome::Blocked | IoOutcome::Eof => {}
+        }
+    }
+    let drained = flow.buf.as_ref().is_none_or(Buf::is_empty);
+    if drained && !flow.eof && src_ready.readable {
+        let buf = match flow.buf {
+            Some(ref mut b) => b,
+            None => match pool.get() {
+                Some(b) => flow.buf.insert(b),
+                // Out of buffers: leave the bytes in the kernel until one comes back.
+                None => return Ok((delivered, moved)),
+            },
+        };
+        match read_into(src, src_ready, buf) {
+            IoOutcome::Done(_) => moved = true,
+            IoOutcome::Eof => {
+                flow.eof = true;
+                moved = true;
+            }
+            IoOutcome::Blocked => {}
+            IoOutcome::Failed(k) => return Err(Failure::Source(k)),
+        }
+    }
+    if flow.buf.as_ref().is_none_or(Buf::is_empty) {
+        pool.release(&mut flow.buf);
+        if flow.eof {
+            // Everything the source sent has been delivered: pass its FIN on. A peer that
+            // is already gone makes this fail; the direction is finished either way.
+            let _ = dst.shutdown_write();
+            flow.shut = true;
+            moved = true;
+        }
+    }
+    Ok((delivered, moved))
+}
+
+/// Relaying bytes between client and upstream.
+pub(crate) struct Tunnel {
+    /// Unwritten part of the CONNECT reply; nothing is relayed before it is out.
+    greeting: &'static [u8],
+    /// Client -> upstream.
+    c2u: Flow,
+    /// Upstream -> client.
+    u2c: Flow,
+    last_progress: Instant,
+}
+
+impl Tunnel {
+    /// A CONNECT tunnel whose upstream just connected. Bytes the client sent right after
+    /// its CONNECT head (an eager TLS ClientHello) are already in `cin` and go first.
+    pub fn connected(conn: &mut Conn, ctx: &mut Ctx) -> Tunnel {
+        if let Some(rec) = conn.rec_mut() {
+            rec.status = Some(200);
+        }
+        Tunnel {
+            greeting: ESTABLISHED,
+            c2u: Flow {
+                buf: conn.cin.take(),
+                ..Flow::default()
+            },
+            u2c: Flow::default(),
+            last_progress: ctx.now,
+        }
+    }
+
+    /// A tunnel after `101 Switching Protocols`: bytes either side sent after the heads
+    /// are already buffered and go first.
+    pub fn upgraded(conn: &mut Conn, upstream_bytes: Option<Buf>, ctx: &Ctx) -> Tunnel {
+        Tunnel {
+            greeting: b"",
+            c2u: Flow {
+                buf: conn.cin.take(),
+                ..Flow::default()
+            },
+            u2c: Flow {
+                buf: upstream_bytes,
+                ..Flow::default()
+            },
+            last_progress: ctx.now,
+        }
+    }
+
+    pub fn deadline(&self, ctx: &Ctx) -> Instant {
+        self.last_progress + ctx.timeouts.idle
+    }
+
+    pub fn release(mut self, ctx: &mut Ctx) {
+        ctx.pool.release(&mut self.c2u.buf);
+        ctx.pool.release(&mut self.u2c.buf);
+    }
+
+    pub(super) fn step(&mut self, conn: &mut Conn, ctx: &mut Ctx) -> Step {
+        let Some(up) = conn.upstream.as_mut() else {
+            return Step::Close(CloseReason::UpstreamClosed);
+        };
+        if !self.greeting.is_empty() {
+            match write_from(&mut conn.client, &mut conn.client_ready, self.greeting) {
+                IoOutcome::Done(n) => {
+                    self.greeting = &self.greeting[n..];
+                    conn.count_out(n);
+                    self.last_progress = ctx.now;
+                    return Step::Continue;
+                }
+                IoOutcome::Failed(k) => return Step::Close(CloseReason::ClientFailed(k)),
+                IoOutcome::Blocked | IoOutcome::Eof => return Step::Wait,
+            }
+        }
+        let c2u = pump(
+            &mut conn.client,
+            &mut conn.client_ready,
+            &mut up.sock,
+            &mut up.ready,
+            &mut self.c2u,
+            &mut ctx.pool,
+        );
+        let (sent, moved_up) = match c2u {
+            Ok(r) => r,
+            Err(Failure::Source(k)) => return Step::Close(CloseReason::ClientFailed(k)),
+            Err(Failure::Destination(k)) => return Step::Close(CloseReason::UpstreamFailed(k)),
+        };
+        let u2c = pump(
+            &mut up.sock,
+            &mut up.ready,
+            &mut conn.client,
+            &mut conn.client_ready,
+            &mut self.u2c,
+            &mut ctx.pool,
+        );
+        let (received, moved_down) = match u2c {
+            Ok(r) => r,
+            Err(Failure::Source(k)) => return Step::Close(CloseReason::UpstreamFailed(k)),
+            Err(Failure::Destination(k)) => return Step::Close(CloseReason::ClientFailed(k)),
+        };
+        conn.count_in(sent);
+        conn.count_out(received);
+        if self.c2u.shut && self.u2c.shut {
+            return Step::Close(CloseReason::Finished);
+        }
+        if moved_up || moved_down {
+            self.last_progress = ctx.now;
+            Step::Continue
+        } else {
+            Step::Wait
+        }
+    }
+}
