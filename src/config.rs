@@ -1612,3 +1612,11 @@ enabled = false
         }
     }
 }
+
+/// Fuzz entry (cargo-fuzz target `config` and the corpus-replay test): any bytes given as a
+/// config file are accepted or rejected with a message, never a panic.
+pub fn fuzz_config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Config::from_toml_str(text, Path::new("/"), "fuzz.toml");
+    }
+}

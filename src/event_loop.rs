@@ -152,6 +152,11 @@ impl Proxy {
                 pending: false,
             });
         }
+        if let Some(dns) = config.dns_server {
+            log::warn!(
+                "dns_server = {dns} is not used yet (issue 6); real servers are resolved by the system resolver"
+            );
+        }
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Setup("the waker", e))?,
         );

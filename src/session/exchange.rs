@@ -141,7 +141,7 @@ impl Exchange {
     }
 
     /// An HTTP request whose rewritten head is in `out`.
-    pub fn http(head: &RequestHead, out: Buf, _ctx: &Ctx) -> Exchange {
+    pub fn http(head: &RequestHead, out: Buf) -> Exchange {
         let expect = head.expect_continue && head.minor_version == 1 && head.body != BodyKind::None;
         Exchange {
             method: head.method,

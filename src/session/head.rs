@@ -12,6 +12,7 @@
 //! the first byte of its next head arrives that head must be finished within
 //! `request_header` — trickling bytes does not extend it.
 
+use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -108,11 +109,10 @@ impl ReadHead {
         match read_into(&mut conn.client, &mut conn.client_ready, cin) {
             IoOutcome::Done(_) => {
                 if !self.started {
+                    // The head deadline counts from its first byte (SPEC §10).
                     self.started = true;
-                    if !self.strict || conn.requests > 0 {
-                        self.since = ctx.now;
-                    }
                     self.strict = true;
+                    self.since = ctx.now;
                 }
                 Step::Continue
             }
@@ -149,12 +149,23 @@ impl ReadHead {
     }
 }
 
-/// A kept upstream connection that becomes readable while idle has either closed or sent
-/// bytes nobody asked for; either way it cannot be reused.
+/// A kept upstream connection that turns readable while idle has closed, or sent bytes
+/// nobody asked for; either way it cannot carry the next request. A probe read tells a
+/// stale readiness flag (left over from the last response) from real news.
 fn check_idle_upstream(conn: &mut Conn) {
-    if conn.upstream.as_ref().is_some_and(|u| u.ready.readable) {
-        log::debug!("session {}: idle upstream closed", conn.key);
-        conn.drop_upstream();
+    let Some(up) = conn.upstream.as_mut() else {
+        return;
+    };
+    if !up.ready.readable {
+        return;
+    }
+    let mut probe = [0u8; 1];
+    match up.sock.read(&mut probe) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.ready.readable = false,
+        _ => {
+            log::debug!("session {}: idle upstream {} closed", conn.key, up.name);
+            conn.drop_upstream();
+        }
     }
 }
 
@@ -291,7 +302,7 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
                 );
             }
         }
-        Exchange::http(head, out, ctx)
+        Exchange::http(head, out)
     };
     let dial_host: Box<str> = dial_host.into();
     dial(&mut x, name, &dial_host, dial_port, conn, ctx)

@@ -1,0 +1,36 @@
+//! Replays every committed fuzz corpus file (seeds and named crash reproducers under
+//! `fuzz/corpus/<target>/`) through the same entry points the cargo-fuzz targets call, so
+//! ordinary `cargo test` runs keep exercising them.
+
+use std::path::Path;
+
+fn replay(target: &str, entry: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut n = 0;
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let path = file.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        // A panic names the file that caused it.
+        let result = std::panic::catch_unwind(|| entry(&data));
+        assert!(result.is_ok(), "fuzz entry {target} panicked on {}", path.display());
+        n += 1;
+    }
+    assert!(n > 0, "no corpus files in {}", dir.display());
+}
+
+#[test]
+fn request_head_corpus() {
+    replay("request_head", watchtower::http::fuzz_request_head);
+}
+
+#[test]
+fn chunked_corpus() {
+    replay("chunked", watchtower::http::fuzz_chunked);
+}
+
+#[test]
+fn config_corpus() {
+    replay("config", watchtower::config::fuzz_config);
+}
