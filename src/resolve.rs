@@ -14,7 +14,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
 /// Number of resolver threads: lookups for different hosts proceed in parallel, so one slow
@@ -103,10 +103,8 @@ impl Resolver {
 
     /// The next finished lookup, if any.
     pub fn try_answer(&self) -> Option<Answer> {
-        match self.answers.try_recv() {
-            Ok(a) => Some(a),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        // Empty and Disconnected both mean "nothing to hand over now".
+        self.answers.try_recv().ok()
     }
 }
 

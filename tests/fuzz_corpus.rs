@@ -14,7 +14,11 @@ fn replay(target: &str, entry: fn(&[u8])) {
         let data = std::fs::read(&path).unwrap();
         // A panic names the file that caused it.
         let result = std::panic::catch_unwind(|| entry(&data));
-        assert!(result.is_ok(), "fuzz entry {target} panicked on {}", path.display());
+        assert!(
+            result.is_ok(),
+            "fuzz entry {target} panicked on {}",
+            path.display()
+        );
         n += 1;
     }
     assert!(n > 0, "no corpus files in {}", dir.display());

@@ -93,6 +93,8 @@ enum State {
     ExtToken,
     ExtQuoted,
     ExtQuotedEscape,
+    /// Right after the closing quote of a quoted value.
+    ExtQuotedEnd,
     /// Whitespace after an extension value: only ";" may follow.
     ExtValueSpace,
     /// CR seen at the end of a size line.
@@ -195,6 +197,7 @@ impl ChunkedDecoder {
                 | ExtToken
                 | ExtQuoted
                 | ExtQuotedEscape
+                | ExtQuotedEnd
                 | ExtValueSpace
                 | SizeLf
         ) {
@@ -237,28 +240,28 @@ impl ChunkedDecoder {
             (SizeSpace | ExtValueSpace, b';') => ExtNameStart,
             (ExtNameStart, _) if is_space => ExtNameStart,
             (ExtNameStart | ExtName, _) if is_tchar(byte) => ExtName,
-            (ExtName | ExtToken, b'\r') => SizeLf,
-            (ExtName | ExtNameSpace | ExtToken, b';') => ExtNameStart,
+            (ExtName | ExtToken | ExtQuotedEnd, b'\r') => SizeLf,
+            (ExtName | ExtNameSpace | ExtToken | ExtQuotedEnd, b';') => ExtNameStart,
             (ExtName | ExtNameSpace, b'=') => ExtValueStart,
             (ExtName | ExtNameSpace, _) if is_space => ExtNameSpace,
             (ExtValueStart, _) if is_space => ExtValueStart,
             (ExtValueStart, b'"') => ExtQuoted,
             (ExtValueStart | ExtToken, _) if is_tchar(byte) => ExtToken,
-            (ExtToken, _) if is_space => ExtValueSpace,
+            (ExtToken | ExtQuotedEnd, _) if is_space => ExtValueSpace,
             // quoted-string (RFC 9110 §5.6.4): qdtext and quoted-pair, no CTLs but HTAB.
-            (ExtQuoted, b'"') => ExtValueSpace,
+            (ExtQuoted, b'"') => ExtQuotedEnd,
             (ExtQuoted, b'\\') => ExtQuotedEscape,
             (ExtQuoted | ExtQuotedEscape, _) if is_space || (byte >= 0x21 && byte != 0x7f) => {
                 ExtQuoted
             }
             (
                 SizeSpace | ExtNameStart | ExtName | ExtNameSpace | ExtValueStart | ExtToken
-                | ExtValueSpace,
+                | ExtQuotedEnd | ExtValueSpace,
                 b'\n',
             ) => return Err(ChunkError::MissingCrlf),
             (
                 SizeSpace | ExtNameStart | ExtName | ExtNameSpace | ExtValueStart | ExtToken
-                | ExtQuoted | ExtQuotedEscape | ExtValueSpace,
+                | ExtQuoted | ExtQuotedEscape | ExtQuotedEnd | ExtValueSpace,
                 _,
             ) => return Err(ChunkError::BadExtension),
 
@@ -362,5 +365,276 @@ impl BodyFraming {
     /// Holds once the whole body has been scanned; never for UntilClose.
     pub fn is_done(&self) -> bool {
         *self == BodyFraming::Done
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const VALID_BODIES: &[&[u8]] = &[
+        b"0\r\n\r\n",
+        b"5\r\nhello\r\n0\r\n\r\n",
+        b"A\r\n0123456789\r\n1\r\nx\r\n0\r\n\r\n",
+        b"a\r\n0123456789\r\n0\r\n\r\n",
+        b"00005\r\nhello\r\n000\r\n\r\n",
+        b"F\r\n0123456789abcde\r\n0\r\n\r\n",
+        b"5;name\r\nhello\r\n0\r\n\r\n",
+        b"5;name=value\r\nhello\r\n0;last\r\n\r\n",
+        b"5 ; a = b ;c\t;d=\"q \\\" ;x\"\r\nhello\r\n0\r\n\r\n",
+        b"5;a=\"\"\r\nhello\r\n0\r\n\r\n",
+        b"5;a=\"x\" ;b\r\nhello\r\n0\r\n\r\n",
+        b"0\r\nExpires: never\r\nX-Sum:\r\nY: a\tb \xff\r\n\r\n",
+        b"3\r\n\r\n\r\r\n0\r\n\r\n",
+    ];
+
+    fn scan_whole(body: &[u8]) -> Result<Scan, ChunkError> {
+        ChunkedDecoder::new().scan(body)
+    }
+
+    #[test]
+    fn valid_bodies_are_consumed_to_their_end() {
+        for &body in VALID_BODIES {
+            let mut with_next = body.to_vec();
+            with_next.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            let mut decoder = ChunkedDecoder::new();
+            assert_eq!(
+                decoder.scan(&with_next),
+                Ok(Scan {
+                    consumed: body.len(),
+                    done: true
+                }),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(decoder.is_done());
+            // Pipelining: the next request is left alone, also on later calls.
+            assert_eq!(
+                decoder.scan(b"more"),
+                Ok(Scan {
+                    consumed: 0,
+                    done: true
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn any_split_gives_the_same_result() {
+        for &body in VALID_BODIES
+            .iter()
+            .chain(ERROR_BODIES.iter().map(|(b, _)| b))
+        {
+            let whole = scan_whole(body);
+            for cut in 0..=body.len() {
+                let mut decoder = ChunkedDecoder::new();
+                let split = decoder.scan(&body[..cut]).and_then(|first| {
+                    assert_eq!(first.consumed, cut);
+                    assert!(!first.done || cut == body.len());
+                    decoder.scan(&body[cut..]).map(|second| Scan {
+                        consumed: first.consumed + second.consumed,
+                        done: second.done,
+                    })
+                });
+                assert_eq!(
+                    split,
+                    whole,
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+            let mut decoder = ChunkedDecoder::new();
+            let mut outcome = Ok(Scan {
+                consumed: 0,
+                done: false,
+            });
+            for byte in body {
+                outcome = decoder.scan(std::slice::from_ref(byte)).map(|one| Scan {
+                    consumed: outcome.map_or(0, |s| s.consumed) + one.consumed,
+                    done: one.done,
+                });
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(
+                outcome,
+                whole,
+                "{:?} byte by byte",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    const ERROR_BODIES: &[(&[u8], ChunkError)] = &[
+        (b"x\r\n", ChunkError::BadSize),
+        (b"\r\n", ChunkError::BadSize),
+        (b"-5\r\n", ChunkError::BadSize),
+        (b" 5\r\n", ChunkError::BadSize),
+        (b"0x5\r\n", ChunkError::BadSize),
+        (b"5g\r\n", ChunkError::BadSize),
+        (b"5\r\nhello\r\n\r\n", ChunkError::BadSize),
+        (b"1000000000000000\r\n", ChunkError::SizeTooLarge),
+        (b"0000000000000001\r\n", ChunkError::SizeTooLarge),
+        (b"5;\r\n", ChunkError::BadExtension),
+        (b"5 \r\n", ChunkError::BadExtension),
+        (b"5 6\r\n", ChunkError::BadExtension),
+        (b"5;a \r\n", ChunkError::BadExtension),
+        (b"5;a=\r\n", ChunkError::BadExtension),
+        (b"5;a=b \r\n", ChunkError::BadExtension),
+        (b"5;a=\x01\r\n", ChunkError::BadExtension),
+        (b"5;a\x7f\r\n", ChunkError::BadExtension),
+        (b"5;a=\"\x01\"\r\n", ChunkError::BadExtension),
+        (b"5;a=\"x\r\n", ChunkError::BadExtension),
+        (b"5;a=b=c\r\n", ChunkError::BadExtension),
+        (b"5;a=\"x\"y\r\n", ChunkError::BadExtension),
+        (b"5;a=\"x\" \r\n", ChunkError::BadExtension),
+        (b"5;@\r\n", ChunkError::BadExtension),
+        (b"5\n", ChunkError::MissingCrlf),
+        (b"5;a\n", ChunkError::MissingCrlf),
+        (b"5\rx", ChunkError::MissingCrlf),
+        (b"5\r\nhelloX", ChunkError::MissingCrlf),
+        (b"5\r\nhello\n0\r\n\r\n", ChunkError::MissingCrlf),
+        (b"5\r\nhello\rX", ChunkError::MissingCrlf),
+        (b"0\r\n\n", ChunkError::MissingCrlf),
+        (b"0\r\n\rX", ChunkError::MissingCrlf),
+        (b"0\r\nX: y\n\r\n", ChunkError::MissingCrlf),
+        (b"0\r\nX: y\rZ", ChunkError::MissingCrlf),
+        (b"0\r\nX\r\n\r\n", ChunkError::BadTrailer),
+        (b"0\r\nX y: z\r\n\r\n", ChunkError::BadTrailer),
+        (b"0\r\n: z\r\n\r\n", ChunkError::BadTrailer),
+        (b"0\r\nX: y\r\n folded\r\n\r\n", ChunkError::BadTrailer),
+        (b"0\r\nX: a\x01\r\n\r\n", ChunkError::BadTrailer),
+    ];
+
+    #[test]
+    fn each_framing_error_is_reported() {
+        for &(body, expected) in ERROR_BODIES {
+            let mut decoder = ChunkedDecoder::new();
+            assert_eq!(
+                decoder.scan(body),
+                Err(expected),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+            // The failure sticks.
+            assert_eq!(decoder.scan(b"0\r\n\r\n"), Err(expected));
+            assert!(!decoder.is_done());
+            assert!(!expected.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn long_size_lines_and_trailers_are_refused() {
+        let mut line = b"5;a=".to_vec();
+        line.resize(CHUNK_SIZE_LINE_LIMIT_BYTES as usize - 2, b'v');
+        line.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+        assert!(scan_whole(&line).unwrap().done);
+        let mut too_long = b"5;a=".to_vec();
+        too_long.resize(CHUNK_SIZE_LINE_LIMIT_BYTES as usize - 1, b'v');
+        too_long.extend_from_slice(b"\r\n");
+        assert_eq!(scan_whole(&too_long), Err(ChunkError::BadExtension));
+
+        let trailer_of = |len: usize| {
+            // "0\r\n" + "X: vvv...\r\n" + "\r\n", the trailer section being `len` bytes.
+            let mut body = b"0\r\nX: ".to_vec();
+            body.resize(3 + len - 4, b'v');
+            body.extend_from_slice(b"\r\n\r\n");
+            body
+        };
+        let limit = TRAILER_LIMIT_BYTES as usize;
+        assert!(scan_whole(&trailer_of(limit)).unwrap().done);
+        assert_eq!(
+            scan_whole(&trailer_of(limit + 1)),
+            Err(ChunkError::TrailerTooLarge)
+        );
+    }
+
+    #[test]
+    fn chunk_data_is_skipped_whole() {
+        // A 1 MiB chunk in one scan, and the same chunk fed in uneven pieces.
+        let size = 1 << 20;
+        let mut body = format!("{size:x}\r\n").into_bytes();
+        body.resize(body.len() + size, b'd');
+        body.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(
+            scan_whole(&body),
+            Ok(Scan {
+                consumed: body.len(),
+                done: true
+            })
+        );
+        let mut decoder = ChunkedDecoder::new();
+        let mut consumed = 0;
+        for piece in body.chunks(65_521) {
+            consumed += decoder.scan(piece).unwrap().consumed;
+        }
+        assert_eq!(consumed, body.len());
+        assert!(decoder.is_done());
+        // The largest size accepted does not overflow.
+        let mut decoder = ChunkedDecoder::new();
+        let huge = decoder.scan(b"fffffffffffffff\r\nabc").unwrap();
+        assert_eq!((huge.consumed, huge.done), (20, false));
+    }
+
+    #[test]
+    fn body_framing_follows_each_kind() {
+        assert!(BodyFraming::new(BodyKind::None).is_done());
+        assert!(BodyFraming::new(BodyKind::Length(0)).is_done());
+        assert_eq!(
+            BodyFraming::new(BodyKind::None).scan(b"GET"),
+            Ok(Scan {
+                consumed: 0,
+                done: true
+            })
+        );
+
+        let mut length = BodyFraming::new(BodyKind::Length(10));
+        assert_eq!(
+            length.scan(b"0123"),
+            Ok(Scan {
+                consumed: 4,
+                done: false
+            })
+        );
+        assert_eq!(length, BodyFraming::Length { remaining: 6 });
+        assert_eq!(
+            length.scan(b"456789GET /"),
+            Ok(Scan {
+                consumed: 6,
+                done: true
+            })
+        );
+        assert!(length.is_done());
+
+        let mut chunked = BodyFraming::new(BodyKind::Chunked);
+        assert_eq!(
+            chunked.scan(b"3\r\nabc\r\n"),
+            Ok(Scan {
+                consumed: 8,
+                done: false
+            })
+        );
+        assert_eq!(
+            chunked.scan(b"0\r\n\r\nGET"),
+            Ok(Scan {
+                consumed: 5,
+                done: true
+            })
+        );
+        assert!(chunked.is_done());
+        let mut broken = BodyFraming::new(BodyKind::Chunked);
+        assert_eq!(broken.scan(b"z"), Err(ChunkError::BadSize));
+
+        let mut until_close = BodyFraming::new(BodyKind::UntilClose);
+        assert_eq!(
+            until_close.scan(b"anything\r\n0\r\n\r\n"),
+            Ok(Scan {
+                consumed: 15,
+                done: false
+            })
+        );
+        assert!(!until_close.is_done());
     }
 }

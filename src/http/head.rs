@@ -915,3 +915,983 @@ fn explain_new_line_error(window: &[u8]) -> &'static str {
         "invalid request line"
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A request head as text, for comparing against a table row.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Seen<'a> {
+        method: Method,
+        form: TargetForm,
+        target: &'a str,
+        authority: Option<&'a str>,
+        path: &'a str,
+        host_header: Option<&'a str>,
+        minor_version: u8,
+        body: BodyKind,
+        keep_alive: bool,
+        upgrade: bool,
+        expect_continue: bool,
+    }
+
+    fn seen<'a>(buf: &'a [u8], head: &RequestHead) -> Seen<'a> {
+        Seen {
+            method: head.method,
+            form: head.form,
+            target: head.target_span.str_of(buf),
+            authority: head.authority.map(|a| a.str_of(buf)),
+            path: head.path.str_of(buf),
+            host_header: head.host_header.map(|h| h.str_of(buf)),
+            minor_version: head.minor_version,
+            body: head.body,
+            keep_alive: head.keep_alive,
+            upgrade: head.upgrade,
+            expect_continue: head.expect_continue,
+        }
+    }
+
+    /// The defaults of a plain `GET / HTTP/1.1` with `Host: a`; rows override what differs.
+    fn plain() -> Seen<'static> {
+        Seen {
+            method: Method::Get,
+            form: TargetForm::Origin,
+            target: "/",
+            authority: Some("a"),
+            path: "/",
+            host_header: Some("a"),
+            minor_version: 1,
+            body: BodyKind::None,
+            keep_alive: true,
+            upgrade: false,
+            expect_continue: false,
+        }
+    }
+
+    fn valid_requests() -> Vec<(&'static str, Seen<'static>)> {
+        vec![
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", plain()),
+            (
+                "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.test:8080\r\n\r\n",
+                Seen {
+                    target: "/a/b?x=1&y=%20",
+                    path: "/a/b?x=1&y=%20",
+                    authority: Some("example.test:8080"),
+                    host_header: Some("example.test:8080"),
+                    ..plain()
+                },
+            ),
+            (
+                "GET http://example.test HTTP/1.1\r\nHost: a\r\n\r\n",
+                Seen {
+                    form: TargetForm::Absolute,
+                    target: "http://example.test",
+                    authority: Some("example.test"),
+                    path: "",
+                    ..plain()
+                },
+            ),
+            (
+                "GET http://example.test:8080/p/q?z=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+                Seen {
+                    form: TargetForm::Absolute,
+                    target: "http://example.test:8080/p/q?z=1",
+                    authority: Some("example.test:8080"),
+                    path: "/p/q?z=1",
+                    host_header: Some("other"),
+                    ..plain()
+                },
+            ),
+            (
+                "GET HTTP://Example.TEST?x=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+                Seen {
+                    form: TargetForm::Absolute,
+                    target: "HTTP://Example.TEST?x=1",
+                    authority: Some("Example.TEST"),
+                    path: "?x=1",
+                    ..plain()
+                },
+            ),
+            (
+                "GET http://[::1]:3000/ HTTP/1.1\r\nHost: [::1]:3000\r\n\r\n",
+                Seen {
+                    form: TargetForm::Absolute,
+                    target: "http://[::1]:3000/",
+                    authority: Some("[::1]:3000"),
+                    path: "/",
+                    host_header: Some("[::1]:3000"),
+                    ..plain()
+                },
+            ),
+            (
+                "GET http://example.test/ HTTP/1.1\r\nHost:\r\n\r\n",
+                Seen {
+                    form: TargetForm::Absolute,
+                    target: "http://example.test/",
+                    authority: Some("example.test"),
+                    path: "/",
+                    host_header: Some(""),
+                    ..plain()
+                },
+            ),
+            (
+                "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+                Seen {
+                    method: Method::Connect,
+                    form: TargetForm::Authority,
+                    target: "example.test:443",
+                    authority: Some("example.test:443"),
+                    path: "example.test:443",
+                    host_header: Some("example.test:443"),
+                    ..plain()
+                },
+            ),
+            (
+                "CONNECT [2001:db8::1]:8443 HTTP/1.1\r\n\r\n",
+                Seen {
+                    method: Method::Connect,
+                    form: TargetForm::Authority,
+                    target: "[2001:db8::1]:8443",
+                    authority: Some("[2001:db8::1]:8443"),
+                    path: "[2001:db8::1]:8443",
+                    host_header: None,
+                    ..plain()
+                },
+            ),
+            (
+                "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+                Seen {
+                    method: Method::Options,
+                    form: TargetForm::Asterisk,
+                    target: "*",
+                    path: "*",
+                    ..plain()
+                },
+            ),
+            (
+                "GET / HTTP/1.0\r\n\r\n",
+                Seen {
+                    authority: None,
+                    host_header: None,
+                    minor_version: 0,
+                    keep_alive: false,
+                    ..plain()
+                },
+            ),
+            (
+                "GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n",
+                Seen {
+                    minor_version: 0,
+                    ..plain()
+                },
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, Close\r\n\r\n",
+                Seen {
+                    keep_alive: false,
+                    ..plain()
+                },
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+                Seen {
+                    keep_alive: false,
+                    ..plain()
+                },
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+                Seen {
+                    method: Method::Post,
+                    body: BodyKind::Length(5),
+                    ..plain()
+                },
+            ),
+            (
+                "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\ncontent-length: 005\r\n\r\n",
+                Seen {
+                    method: Method::Put,
+                    body: BodyKind::Length(5),
+                    ..plain()
+                },
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+                Seen {
+                    method: Method::Post,
+                    body: BodyKind::Length(0),
+                    ..plain()
+                },
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Seen {
+                    method: Method::Post,
+                    body: BodyKind::Chunked,
+                    ..plain()
+                },
+            ),
+            (
+                "PATCH / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                Seen {
+                    method: Method::Patch,
+                    body: BodyKind::Chunked,
+                    ..plain()
+                },
+            ),
+            (
+                "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                Seen {
+                    target: "/ws",
+                    path: "/ws",
+                    upgrade: true,
+                    ..plain()
+                },
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+                plain(),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n",
+                plain(),
+            ),
+            (
+                "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n",
+                Seen {
+                    method: Method::Put,
+                    body: BodyKind::Length(1),
+                    expect_continue: true,
+                    ..plain()
+                },
+            ),
+            (
+                "PUT / HTTP/1.0\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+                Seen {
+                    method: Method::Put,
+                    minor_version: 0,
+                    body: BodyKind::Length(1),
+                    keep_alive: false,
+                    ..plain()
+                },
+            ),
+            (
+                "\r\n\r\nDELETE /x HTTP/1.1\r\nHost: a\r\n\r\n",
+                Seen {
+                    method: Method::Delete,
+                    target: "/x",
+                    path: "/x",
+                    ..plain()
+                },
+            ),
+            (
+                "HEAD / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\n\r\n",
+                Seen {
+                    method: Method::Head,
+                    ..plain()
+                },
+            ),
+            (
+                "PURGE / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Seen {
+                    method: Method::Other,
+                    ..plain()
+                },
+            ),
+            (
+                "get / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Seen {
+                    method: Method::Other,
+                    ..plain()
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn parse_request_accepts_every_valid_form() {
+        for (input, expected) in valid_requests() {
+            let mut buf = input.as_bytes().to_vec();
+            buf.extend_from_slice(b"next bytes");
+            let head = parse_request(&buf)
+                .unwrap_or_else(|e| panic!("{input:?}: {e}"))
+                .unwrap_or_else(|| panic!("{input:?}: incomplete"));
+            assert_eq!(head.head_len, input.len(), "{input:?}");
+            assert_eq!(seen(&buf, &head), expected, "{input:?}");
+            assert_eq!(
+                head.method_span.of(&buf),
+                input.trim_start().split(' ').next().unwrap().as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn parse_request_every_prefix_is_incomplete() {
+        for (input, _) in valid_requests() {
+            for end in 0..input.len() {
+                assert_eq!(
+                    parse_request(&input.as_bytes()[..end]),
+                    Ok(None),
+                    "{:?}",
+                    &input[..end]
+                );
+            }
+        }
+    }
+
+    fn bad(message: &'static str) -> HeadError {
+        HeadError::Malformed(message)
+    }
+
+    #[test]
+    fn parse_request_refuses_smuggling_vectors() {
+        let table: &[(&str, HeadError)] = &[
+            (
+                "GET / HTTP/1.1\nHost: a\r\n\r\n",
+                bad("bare LF in request head"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+                bad("bare LF in request head"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\n\n",
+                bad("bare LF in request head"),
+            ),
+            (
+                "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("bare LF in request head"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n",
+                bad("obsolete line folding"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n\tc\r\n\r\n",
+                bad("obsolete line folding"),
+            ),
+            (
+                "GET / HTTP/1.1\r\n Host: a\r\n\r\n",
+                bad("whitespace before the first header field"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\n",
+                bad("whitespace before colon in header name"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding\t: chunked\r\n\r\n",
+                bad("whitespace before colon in header name"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX(: b\r\n\r\n",
+                bad("invalid header name"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n",
+                bad("invalid header name"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",
+                bad("invalid header value"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+                bad("invalid header value"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\n\rX",
+                bad("bare CR in request head"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                bad("both Content-Length and Transfer-Encoding"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n",
+                bad("both Content-Length and Transfer-Encoding"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                bad("conflicting Content-Length values"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+                bad("conflicting Content-Length values"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+                bad("invalid Content-Length"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
+                bad("invalid Content-Length"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+                bad("invalid Content-Length"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\n",
+                bad("invalid Content-Length"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5,\r\n\r\n",
+                bad("invalid Content-Length"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
+                bad("invalid Content-Length"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n",
+                bad("invalid Content-Length"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+                bad("unsupported Transfer-Encoding"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                bad("unsupported Transfer-Encoding"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                bad("unsupported Transfer-Encoding"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                bad("unsupported Transfer-Encoding"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;x=1\r\n\r\n",
+                bad("unsupported Transfer-Encoding"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n",
+                bad("unsupported Transfer-Encoding"),
+            ),
+            (
+                "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                bad("Transfer-Encoding in an HTTP/1.0 request"),
+            ),
+            (
+                "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+                bad("invalid request line"),
+            ),
+            (
+                "GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+                bad("invalid request line"),
+            ),
+            (
+                "GET / HTTP/1.1x\r\nHost: a\r\n\r\n",
+                bad("invalid request line"),
+            ),
+            ("GET /\r\n\r\n", bad("invalid request line")),
+            (
+                "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("invalid request line"),
+            ),
+            (
+                "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("invalid request line"),
+            ),
+            ("GET / HTTP/1.1\r\n\r\n", bad("missing Host header")),
+            ("GET http://a/ HTTP/1.1\r\n\r\n", bad("missing Host header")),
+            (
+                "GET / HTTP/1.1\r\nHost:\r\n\r\n",
+                bad("invalid Host header"),
+            ),
+            (
+                "GET / HTTP/1.0\r\nHost:\r\n\r\n",
+                bad("invalid Host header"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+                bad("invalid Host header"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+                bad("invalid Host header"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+                bad("invalid Host header"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n",
+                bad("invalid Host header"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+                bad("multiple Host headers"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+                bad("multiple Host headers"),
+            ),
+            (
+                "GET https://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("only http:// URLs can be proxied (use CONNECT for https)"),
+            ),
+            (
+                "GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("only http:// URLs can be proxied (use CONNECT for https)"),
+            ),
+            (
+                "GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("missing host in request-target"),
+            ),
+            (
+                "GET http://?q HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("missing host in request-target"),
+            ),
+            (
+                "GET http://user:pw@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("userinfo (@) in request-target"),
+            ),
+            (
+                "GET http://a:b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("invalid host in request-target"),
+            ),
+            (
+                "GET http:a HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("invalid request-target"),
+            ),
+            (
+                "GET a/b HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("invalid request-target"),
+            ),
+            (
+                "GET a.test:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("authority-form is only allowed with CONNECT"),
+            ),
+            (
+                "CONNECT a.test HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("CONNECT needs a host:port target"),
+            ),
+            (
+                "CONNECT a.test: HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("CONNECT needs a host:port target"),
+            ),
+            (
+                "CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("CONNECT needs a host:port target"),
+            ),
+            (
+                "CONNECT http://a.test:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("CONNECT needs a host:port target"),
+            ),
+            (
+                "CONNECT a.test:65536 HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("CONNECT needs a host:port target"),
+            ),
+            (
+                "CONNECT u@a.test:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("CONNECT needs a host:port target"),
+            ),
+            (
+                "GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+                bad("asterisk-form (*) is only allowed with OPTIONS"),
+            ),
+        ];
+        for (input, expected) in table {
+            assert_eq!(parse_request(input.as_bytes()), Err(*expected), "{input:?}");
+            assert_eq!(expected.status(), 400);
+        }
+    }
+
+    #[test]
+    fn parse_request_enforces_limits() {
+        // A complete head of exactly the limit is fine; one byte more is too large.
+        let mut exact = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        exact.resize(HEAD_LIMIT_BYTES - 4, b'v');
+        exact.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            parse_request(&exact).unwrap().unwrap().head_len,
+            HEAD_LIMIT_BYTES
+        );
+        let mut over = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        over.resize(HEAD_LIMIT_BYTES - 3, b'v');
+        over.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parse_request(&over), Err(HeadError::TooLarge));
+        // Unfinished and already at the limit.
+        assert_eq!(
+            parse_request(&over[..HEAD_LIMIT_BYTES]),
+            Err(HeadError::TooLarge)
+        );
+        assert_eq!(parse_request(&over[..HEAD_LIMIT_BYTES - 1]), Ok(None));
+
+        let head_with_fields = |count: usize| {
+            let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+            for i in 1..count {
+                head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+            }
+            head.extend_from_slice(b"\r\n");
+            head
+        };
+        assert!(
+            parse_request(&head_with_fields(MAX_HEADERS))
+                .unwrap()
+                .is_some()
+        );
+        let too_many = head_with_fields(MAX_HEADERS + 1);
+        assert_eq!(parse_request(&too_many), Err(HeadError::TooManyHeaders));
+        // Found before the head ends.
+        assert_eq!(
+            parse_request(&too_many[..too_many.len() - 2]),
+            Err(HeadError::TooManyHeaders)
+        );
+
+        let with_target = |len: usize| {
+            let mut head = b"GET /".to_vec();
+            head.resize(4 + len, b'a');
+            head.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+            head
+        };
+        assert!(
+            parse_request(&with_target(URI_LIMIT_BYTES))
+                .unwrap()
+                .is_some()
+        );
+        let long = with_target(URI_LIMIT_BYTES + 1);
+        assert_eq!(parse_request(&long), Err(HeadError::UriTooLong));
+        // Known as soon as the target has ended, before the head has.
+        assert_eq!(
+            parse_request(&long[..URI_LIMIT_BYTES + 20]),
+            Err(HeadError::UriTooLong)
+        );
+        // An unfinished target is refused once it cannot fit any more.
+        let endless = vec![b'/'; URI_LIMIT_BYTES + 64];
+        let mut endless_line = b"GET ".to_vec();
+        endless_line.extend_from_slice(&endless);
+        assert_eq!(
+            parse_request(&endless_line[..URI_LIMIT_BYTES + 64]),
+            Ok(None)
+        );
+        assert_eq!(parse_request(&endless_line), Err(HeadError::UriTooLong));
+    }
+
+    #[test]
+    fn head_errors_map_to_statuses() {
+        let table = [
+            (HeadError::Malformed("x"), 400, "Bad Request"),
+            (HeadError::TooLarge, 431, "Request Header Fields Too Large"),
+            (
+                HeadError::TooManyHeaders,
+                431,
+                "Request Header Fields Too Large",
+            ),
+            (HeadError::UriTooLong, 414, "URI Too Long"),
+        ];
+        for (error, status, reason) in table {
+            assert_eq!((error.status(), error.reason()), (status, reason));
+            assert!(!error.to_string().is_empty());
+        }
+        assert_eq!(
+            HeadError::Malformed("missing Host header").to_string(),
+            "malformed message head: missing Host header"
+        );
+    }
+
+    #[test]
+    fn spans_never_panic() {
+        let buf = b"abc";
+        assert_eq!(Span { start: 1, end: 3 }.of(buf), b"bc");
+        assert_eq!(Span { start: 2, end: 9 }.of(buf), b"");
+        assert_eq!(Span { start: 3, end: 1 }.of(buf), b"");
+        assert!(Span { start: 3, end: 1 }.is_empty());
+        assert_eq!(Span { start: 3, end: 1 }.len(), 0);
+        assert_eq!(Span { start: 0, end: 2 }.str_of(b"\xff\xfe"), "");
+        assert_eq!(Span::within(buf, &buf[1..2]), Span { start: 1, end: 2 });
+        assert_eq!(Span::within(buf, b"elsewhere").of(buf), b"");
+    }
+
+    /// What a row expects of a response head: body, keep_alive.
+    fn response(
+        input: &str,
+        method: Method,
+    ) -> Result<Option<(u16, u8, BodyKind, bool)>, HeadError> {
+        parse_response(input.as_bytes(), method).map(|head| {
+            head.map(|h| {
+                assert!(h.head_len <= input.len());
+                (h.status, h.minor_version, h.body, h.keep_alive)
+            })
+        })
+    }
+
+    #[test]
+    fn parse_response_frames_bodies() {
+        use BodyKind::{Chunked, Length, UntilClose};
+        const NO_BODY: BodyKind = BodyKind::None;
+        let table: &[(&str, Method, u16, u8, BodyKind, bool)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Method::Get,
+                200,
+                1,
+                Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Method::Head,
+                200,
+                1,
+                NO_BODY,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::Head,
+                200,
+                1,
+                NO_BODY,
+                true,
+            ),
+            (
+                "HTTP/1.1 100 Continue\r\n\r\n",
+                Method::Put,
+                100,
+                1,
+                NO_BODY,
+                true,
+            ),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                Method::Get,
+                101,
+                1,
+                NO_BODY,
+                true,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                Method::Delete,
+                204,
+                1,
+                NO_BODY,
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+                Method::Get,
+                304,
+                1,
+                NO_BODY,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 Connection established\r\n\r\n",
+                Method::Connect,
+                200,
+                1,
+                NO_BODY,
+                true,
+            ),
+            (
+                "HTTP/1.1 407 Proxy Auth\r\nContent-Length: 3\r\n\r\n",
+                Method::Connect,
+                407,
+                1,
+                Length(3),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::Get,
+                200,
+                1,
+                Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Method::Get,
+                200,
+                1,
+                Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Method::Get,
+                200,
+                1,
+                UntilClose,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                Method::Get,
+                200,
+                1,
+                Chunked,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\n\r\n",
+                Method::Get,
+                200,
+                1,
+                UntilClose,
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Method::Get,
+                200,
+                0,
+                Length(5),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+                Method::Get,
+                200,
+                0,
+                Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n",
+                Method::Get,
+                200,
+                0,
+                Chunked,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+                Method::Get,
+                200,
+                1,
+                Length(5),
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                Method::Get,
+                200,
+                1,
+                Length(5),
+                true,
+            ),
+            // Liberal where nothing is ambiguous: bare LF, obs-fold, space before colon.
+            (
+                "HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+                Method::Get,
+                200,
+                1,
+                Length(0),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 1\r\n\r\n",
+                Method::Get,
+                200,
+                1,
+                Length(1),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\n",
+                Method::Get,
+                200,
+                1,
+                Length(2),
+                true,
+            ),
+            (
+                "HTTP/1.1 404\r\nContent-Length: 2\r\n\r\n",
+                Method::Get,
+                404,
+                1,
+                Length(2),
+                true,
+            ),
+            (
+                "HTTP/1.1  503  Busy\r\nContent-Length: 2\r\n\r\n",
+                Method::Get,
+                503,
+                1,
+                Length(2),
+                true,
+            ),
+        ];
+        for &(input, method, status, minor, body, keep_alive) in table {
+            assert_eq!(
+                response(input, method),
+                Ok(Some((status, minor, body, keep_alive))),
+                "{input:?}"
+            );
+            assert_eq!(
+                parse_response(input.as_bytes(), method)
+                    .unwrap()
+                    .unwrap()
+                    .head_len,
+                input.len()
+            );
+            for end in 0..input.len() {
+                assert_eq!(
+                    response(&input[..end], method),
+                    Ok(None),
+                    "{:?}",
+                    &input[..end]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parse_response_refuses_ambiguous_framing() {
+        let table: &[(&str, HeadError)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                bad("conflicting Content-Length values"),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+                bad("conflicting Content-Length values"),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                bad("invalid Content-Length"),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n 2\r\n\r\n",
+                bad("invalid Content-Length"),
+            ),
+            ("HTTP/1.1 OK\r\n\r\n", bad("invalid response status line")),
+            ("HTTP/2 200 OK\r\n\r\n", bad("invalid response status line")),
+            (
+                "HTTP/1.1 099 Odd\r\n\r\n",
+                bad("invalid response status code"),
+            ),
+        ];
+        for (input, expected) in table {
+            assert_eq!(
+                parse_response(input.as_bytes(), Method::Get),
+                Err(*expected),
+                "{input:?}"
+            );
+        }
+        let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        big.resize(HEAD_LIMIT_BYTES, b'v');
+        assert_eq!(
+            parse_response(&big[..HEAD_LIMIT_BYTES - 1], Method::Get),
+            Ok(None)
+        );
+        assert_eq!(parse_response(&big, Method::Get), Err(HeadError::TooLarge));
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            parse_response(&many, Method::Get),
+            Err(HeadError::TooManyHeaders)
+        );
+    }
+}

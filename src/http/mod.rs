@@ -134,7 +134,7 @@ pub fn fuzz_chunked(data: &[u8]) {
         };
         turn += 1;
         if size == 0 {
-            // An empty read changes nothing.
+            // An empty read changes nothing; then move on by one byte so the loop ends.
             assert_eq!(
                 pieces.scan(&[]),
                 Ok(Scan {
@@ -142,8 +142,8 @@ pub fn fuzz_chunked(data: &[u8]) {
                     done: false
                 })
             );
-            continue;
         }
+        let size = size.max(1);
         let end = at.saturating_add(size).min(body.len());
         let piece = body.get(at..end).unwrap_or(&[]);
         match pieces.scan(piece) {

@@ -354,3 +354,292 @@ fn reason_phrase(head: &[u8]) -> &[u8] {
     let after_version = line.get(8..).unwrap_or(&[]).trim_ascii_start();
     after_version.get(3..).unwrap_or(&[]).trim_ascii_start()
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::http::head::{Method, parse_request, parse_response};
+
+    fn pass_through() -> Forwarding<'static> {
+        Forwarding {
+            to_local: false,
+            client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+            proto: "http",
+            upgrade: false,
+        }
+    }
+
+    fn local() -> Forwarding<'static> {
+        Forwarding {
+            to_local: true,
+            ..pass_through()
+        }
+    }
+
+    fn rewrite_request(input: &str, fwd: &Forwarding<'_>) -> String {
+        let src = input.as_bytes();
+        let head = parse_request(src).unwrap().unwrap();
+        let mut out = [0u8; 4096];
+        let len = write_request_head(src, &head, fwd, &mut out).unwrap();
+        String::from_utf8(out[..len].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn request_heads_are_rewritten_exactly() {
+        let upgrade_local = Forwarding {
+            client_ip: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            upgrade: true,
+            ..local()
+        };
+        let https_local = Forwarding {
+            proto: "https",
+            ..local()
+        };
+        let table: &[(&str, Forwarding<'_>, &str)] = &[
+            (
+                // Pass-through absolute-form: origin-form, Host from the URI, hop-by-hop gone.
+                "GET http://example.test:8080/p?q=1 HTTP/1.1\r\nHost: wrong.test\r\nUser-Agent: curl/8\r\n\
+                 Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic eDp5\r\nAccept: */*\r\n\r\n",
+                pass_through(),
+                "GET /p?q=1 HTTP/1.1\r\nHost: example.test:8080\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\
+                 Via: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                "GET http://example.test HTTP/1.1\r\nHost: example.test\r\n\r\n",
+                pass_through(),
+                "GET / HTTP/1.1\r\nHost: example.test\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                "GET http://example.test?x=1 HTTP/1.0\r\n\r\n",
+                pass_through(),
+                "GET /?x=1 HTTP/1.1\r\nHost: example.test\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                // Local: forwarded fields replaced, the client's XFF values combined, Via kept.
+                "POST /api HTTP/1.1\r\nHost: app.test:3000\r\nX-Forwarded-For: 10.0.0.1\r\nVia: 1.0 corp\r\n\
+                 X-Real-IP: 6.6.6.6\r\nx-forwarded-for: 10.0.0.2, 10.0.0.3\r\nX-Forwarded-Proto: https\r\n\
+                 X-Forwarded-Host: evil.test\r\nContent-Length: 3\r\n\r\n",
+                local(),
+                "POST /api HTTP/1.1\r\nHost: app.test:3000\r\nVia: 1.0 corp\r\nContent-Length: 3\r\n\
+                 Via: 1.1 watchtower\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7\r\n\
+                 X-Forwarded-Proto: http\r\nX-Forwarded-Host: app.test:3000\r\nX-Real-IP: 192.0.2.7\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n",
+                https_local,
+                "GET / HTTP/1.1\r\nHost: app.test\r\nVia: 1.1 watchtower\r\nX-Forwarded-For: 192.0.2.7\r\n\
+                 X-Forwarded-Proto: https\r\nX-Forwarded-Host: app.test\r\nX-Real-IP: 192.0.2.7\r\n\r\n",
+            ),
+            (
+                // Pass-through keeps the client's forwarded fields as they are.
+                "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Real-IP: 10.0.0.1\r\n\r\n",
+                pass_through(),
+                "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Real-IP: 10.0.0.1\r\n\
+                 Via: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                // WebSocket passed through: Upgrade kept after "Connection: upgrade".
+                "GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                upgrade_local,
+                "GET /ws HTTP/1.1\r\nHost: app.test\r\nSec-WebSocket-Key: dGhlIHNhbXBsZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\nVia: 1.1 watchtower\r\nX-Forwarded-For: ::1\r\n\
+                 X-Forwarded-Proto: http\r\nX-Forwarded-Host: app.test\r\nX-Real-IP: ::1\r\n\
+                 Connection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            ),
+            (
+                // Not passed through: Upgrade is dropped like any hop-by-hop field.
+                "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                pass_through(),
+                "GET /ws HTTP/1.1\r\nHost: a\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                // Fields named by Connection are dropped, framing fields never are.
+                "POST /f HTTP/1.1\r\nX-Secret: 1\r\nHost: a\r\nConnection: close, X-Secret,x-other\r\n\
+                 Connection: Content-Length, Transfer-Encoding, Host\r\nX-Other: 2\r\nKeep-Alive: timeout=5\r\n\
+                 TE: trailers\r\nTrailer: X-Sum\r\nProxy-Authenticate: Basic\r\nX-Kept: 3\r\nContent-Length: 4\r\n\r\n",
+                pass_through(),
+                "POST /f HTTP/1.1\r\nHost: a\r\nX-Kept: 3\r\nContent-Length: 4\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue\r\n\r\n",
+                pass_through(),
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue\r\n\
+                 Via: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                "OPTIONS * HTTP/1.1\r\nHost: a:81\r\n\r\n",
+                pass_through(),
+                "OPTIONS * HTTP/1.1\r\nHost: a:81\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                // An HTTP/1.0 request without Host has no authority to send.
+                "GET /old HTTP/1.0\r\nAccept: */*\r\n\r\n",
+                local(),
+                "GET /old HTTP/1.1\r\nAccept: */*\r\nVia: 1.1 watchtower\r\nX-Forwarded-For: 192.0.2.7\r\n\
+                 X-Forwarded-Proto: http\r\nX-Real-IP: 192.0.2.7\r\n\r\n",
+            ),
+        ];
+        for (input, fwd, expected) in table {
+            assert_eq!(rewrite_request(input, fwd), *expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn request_rewrite_reports_a_small_buffer() {
+        let src = b"GET http://example.test/p HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
+        let head = parse_request(src).unwrap().unwrap();
+        let mut out = [0u8; 512];
+        let needed = write_request_head(src, &head, &local(), &mut out).unwrap();
+        for size in 0..needed {
+            assert_eq!(
+                write_request_head(src, &head, &local(), &mut out[..size]),
+                Err(RewriteError),
+                "{size}"
+            );
+        }
+        assert_eq!(
+            write_request_head(src, &head, &local(), &mut out[..needed]),
+            Ok(needed)
+        );
+        // A buffer that is not the one the head came from is refused, not guessed at.
+        assert_eq!(
+            write_request_head(b"GET", &head, &local(), &mut out),
+            Err(RewriteError)
+        );
+        assert!(!RewriteError.to_string().is_empty());
+    }
+
+    fn rewrite_response(input: &str, method: Method, keep_alive: bool, minor: u8) -> String {
+        let src = input.as_bytes();
+        let head = parse_response(src, method).unwrap().unwrap();
+        let mut out = [0u8; 4096];
+        let len = write_response_head(src, &head, keep_alive, minor, &mut out).unwrap();
+        String::from_utf8_lossy(&out[..len]).into_owned()
+    }
+
+    #[test]
+    fn response_heads_are_rewritten_exactly() {
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+                  Server: dev\r\n\r\nok";
+        let table: &[(&str, Method, bool, u8, &str)] = &[
+            (
+                ok,
+                Method::Get,
+                true,
+                1,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: dev\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                ok,
+                Method::Get,
+                false,
+                1,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: dev\r\nVia: 1.1 watchtower\r\n\
+                 Connection: close\r\n\r\n",
+            ),
+            (
+                ok,
+                Method::Get,
+                true,
+                0,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: dev\r\nVia: 1.1 watchtower\r\n\
+                 Connection: keep-alive\r\n\r\n",
+            ),
+            (
+                ok,
+                Method::Get,
+                false,
+                0,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: dev\r\nVia: 1.1 watchtower\r\n\
+                 Connection: close\r\n\r\n",
+            ),
+            (
+                "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n\r\n",
+                Method::Get,
+                false,
+                1,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nVia: 1.1 watchtower\r\n\
+                 Connection: close\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+                Method::Get,
+                true,
+                1,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nVia: 1.1 watchtower\r\n\
+                 Connection: upgrade\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 100 Continue\r\n\r\n",
+                Method::Put,
+                false,
+                1,
+                "HTTP/1.1 100 Continue\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                // TE and CL together: CL is removed before forwarding (RFC 9112 §6.3).
+                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\n\r\n",
+                Method::Get,
+                false,
+                1,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nVia: 1.1 watchtower\r\n\
+                 Connection: close\r\n\r\n",
+            ),
+            (
+                // Liberal input, normalised output: bare LF, obs-fold, space before colon, no reason.
+                "HTTP/1.1 200\nX-Folded: a\n  b\nContent-Length : 0\nConnection: x-hop\nX-Hop: 1\n\n",
+                Method::Get,
+                true,
+                1,
+                "HTTP/1.1 200 \r\nX-Folded: a   b\r\nContent-Length: 0\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1  503  Try  later\r\nVia: 1.1 cdn\r\nContent-Length: 0\r\n\r\n",
+                Method::Get,
+                true,
+                1,
+                "HTTP/1.1 503 Try  later\r\nVia: 1.1 cdn\r\nContent-Length: 0\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+        ];
+        for (input, method, keep_alive, minor, expected) in table {
+            assert_eq!(
+                rewrite_response(input, *method, *keep_alive, *minor),
+                *expected,
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn response_reason_is_kept_byte_for_byte() {
+        let src = b"HTTP/1.1 200 D\xe9j\xe0 vu\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_response(src, Method::Get).unwrap().unwrap();
+        let mut out = [0u8; 256];
+        let len = write_response_head(src, &head, true, 1, &mut out).unwrap();
+        assert!(out[..len].starts_with(b"HTTP/1.1 200 D\xe9j\xe0 vu\r\n"));
+    }
+
+    #[test]
+    fn response_rewrite_reports_a_small_buffer() {
+        let src = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_response(src, Method::Get).unwrap().unwrap();
+        let mut out = [0u8; 256];
+        let needed = write_response_head(src, &head, false, 1, &mut out).unwrap();
+        for size in 0..needed {
+            assert_eq!(
+                write_response_head(src, &head, false, 1, &mut out[..size]),
+                Err(RewriteError)
+            );
+        }
+        assert_eq!(
+            write_response_head(src, &head, false, 1, &mut out[..needed]),
+            Ok(needed)
+        );
+    }
+}

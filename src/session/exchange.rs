@@ -17,6 +17,10 @@
 //!
 //! Errors before the response has started become answers (502, 504, 400); after it has
 //! started the connection is closed, because the framing can no longer be trusted.
+//!
+//! The helpers return `Result<_, Step>` so a step can end early with `?`; the `Err` is a
+//! `Step` that goes straight back to the session (see `Step` on why it is not boxed).
+#![allow(clippy::result_large_err)]
 
 use std::io;
 use std::net::SocketAddr;

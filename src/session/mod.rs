@@ -109,6 +109,11 @@ impl fmt::Display for CloseReason {
 }
 
 /// What a phase's `step` asks the session to do next.
+///
+/// `Next` carries a whole phase (an `Exchange` is a few hundred bytes) by value: it is moved
+/// once into the session's phase slot, and boxing it would cost an allocation per transition,
+/// i.e. several per request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Step {
     /// Something moved: run the phase again.
     Continue,
@@ -502,9 +507,11 @@ mod tests {
         }
     }
 
+    /// Most of a session is its inline log record (about 700 bytes, kept inline so a request
+    /// allocates nothing) and the largest phase, `Exchange`. Raise the bound on purpose.
     #[test]
     fn session_size_is_a_visible_decision() {
         let size = std::mem::size_of::<Session>();
-        assert!(size <= 1024, "Session grew to {size} bytes");
+        assert!(size <= 1408, "Session grew to {size} bytes");
     }
 }

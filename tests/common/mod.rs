@@ -60,7 +60,7 @@ pub fn route(id: &str, domain: &str, port: u16) -> String {
 
 /// A disabled `[[route]]` block.
 pub fn disabled_route(id: &str, domain: &str, port: u16) -> String {
-    format!("{}enabled = false\n\n", route(id, domain, port).trim_end())
+    format!("{}\nenabled = false\n\n", route(id, domain, port).trim_end())
 }
 
 /// How to start Watchtower.
@@ -215,7 +215,10 @@ impl Watchtower {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "watchtower did not exit within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "watchtower did not exit within {within:?}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -312,8 +315,11 @@ impl Response {
     }
 }
 
+/// A response head: status, reason, (lowercased name, value) headers.
+pub type Head = (u16, String, Vec<(String, String)>);
+
 /// Reads one response head (status line + headers) from `r`.
-pub fn read_head(r: &mut impl BufRead) -> io::Result<(u16, String, Vec<(String, String)>)> {
+pub fn read_head(r: &mut impl BufRead) -> io::Result<Head> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no response"));
@@ -321,10 +327,12 @@ pub fn read_head(r: &mut impl BufRead) -> io::Result<(u16, String, Vec<(String, 
     let line = line.trim_end();
     let mut parts = line.splitn(3, ' ');
     let _version = parts.next().unwrap_or("");
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+    let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad status line {line:?}"),
+        )
+    })?;
     let reason = parts.next().unwrap_or("").to_string();
     let mut headers = Vec::new();
     loop {
@@ -387,8 +395,9 @@ pub fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
     loop {
         let mut line = String::new();
         r.read_line(&mut line)?;
-        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("chunk size {line:?}")))?;
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(
+            |_| io::Error::new(io::ErrorKind::InvalidData, format!("chunk size {line:?}")),
+        )?;
         if size == 0 {
             loop {
                 let mut t = String::new();
@@ -479,7 +488,9 @@ pub struct Backend {
 impl Backend {
     /// A backend answering `200 <name> <method> <target>` to everything.
     pub fn named(name: &'static str) -> Backend {
-        Backend::start(move |req| Reply::text(200, &format!("{name} {} {}", req.method, req.target)))
+        Backend::start(move |req| {
+            Reply::text(200, &format!("{name} {} {}", req.method, req.target))
+        })
     }
 
     pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Backend {
@@ -521,7 +532,11 @@ impl Backend {
             if seen.len() >= n {
                 return seen;
             }
-            assert!(Instant::now() < deadline, "backend saw {} requests, wanted {n}", seen.len());
+            assert!(
+                Instant::now() < deadline,
+                "backend saw {} requests, wanted {n}",
+                seen.len()
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -532,8 +547,13 @@ fn serve(stream: TcpStream, id: usize, seen: &Mutex<Vec<Seen>>, handler: &Handle
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     loop {
-        let Ok(Some(req)) = read_request(&mut r, id) else { return };
-        if req.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        let Ok(Some(req)) = read_request(&mut r, id) else {
+            return;
+        };
+        if req
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        {
             // Body already read by read_request; nothing more to do for Expect here.
         }
         let close = req
@@ -545,7 +565,12 @@ fn serve(stream: TcpStream, id: usize, seen: &Mutex<Vec<Seen>>, handler: &Handle
         for (n, v) in &reply.headers {
             out += &format!("{n}: {v}\r\n");
         }
-        if req.method != "HEAD" || !reply.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+        if req.method != "HEAD"
+            || !reply
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        {
             out += &format!("Content-Length: {}\r\n", reply.body.len());
         }
         out += "\r\n";
@@ -663,7 +688,10 @@ pub fn read_raw_head(s: &mut TcpStream) -> String {
 pub fn json_fields(line: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let s = line.trim();
-    let s = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')).expect("a JSON object");
+    let s = s
+        .strip_prefix('{')
+        .and_then(|s| s.strip_suffix('}'))
+        .expect("a JSON object");
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
