@@ -958,6 +958,14 @@ fn check_target_host(host: &str) -> Result<String, String> {
     Ok(host.to_owned())
 }
 
+/// Fuzz entry (cargo-fuzz target `config` and the corpus-replay test): any bytes given as a
+/// config file are accepted or rejected with a message, never a panic.
+pub fn fuzz_config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Config::from_toml_str(text, Path::new("/"), "fuzz.toml");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1610,13 +1618,5 @@ enabled = false
         if !Path::new(DEFAULT_CONFIG_FILE).exists() {
             assert_eq!(Config::load(None).unwrap(), Config::defaults());
         }
-    }
-}
-
-/// Fuzz entry (cargo-fuzz target `config` and the corpus-replay test): any bytes given as a
-/// config file are accepted or rejected with a message, never a panic.
-pub fn fuzz_config(data: &[u8]) {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = Config::from_toml_str(text, Path::new("/"), "fuzz.toml");
     }
 }

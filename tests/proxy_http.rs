@@ -917,3 +917,38 @@ fn trickled_request_head_gets_408_then_close() {
     assert_eq!(rest, b"");
     trickler.join().unwrap();
 }
+
+/// An HTTP/1.0 client cannot read chunked bodies: its request goes upstream as HTTP/1.0, so
+/// the upstream frames the response by length or close, and the client gets it whole.
+#[test]
+fn http10_client_is_forwarded_as_http10_and_gets_an_unchunked_body() {
+    let raw = RawBackend::start();
+    let w = Watchtower::start(Opts::default());
+    let port = raw.port();
+    let mut c = w.connect_proxy();
+    write!(
+        c,
+        "GET http://127.0.0.1:{port}/old HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut up = raw.accept();
+    let head = read_raw_head(&mut up);
+    assert!(head.starts_with("GET /old HTTP/1.0\r\n"), "{head}");
+    up.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nwhole body")
+        .unwrap();
+    drop(up);
+    let raw_response = String::from_utf8(read_all(&mut c)).unwrap();
+    assert!(
+        raw_response.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{raw_response}"
+    );
+    assert!(
+        !raw_response
+            .to_ascii_lowercase()
+            .contains("transfer-encoding")
+    );
+    assert!(
+        raw_response.ends_with("\r\n\r\nwhole body"),
+        "{raw_response}"
+    );
+}

@@ -5,6 +5,8 @@
 //! session owns the buffers and decides what to do with the answers. The two `fuzz_*` functions
 //! are the entry points of the cargo-fuzz targets and of the corpus-replay test.
 
+#![deny(unsafe_code)]
+
 pub mod body;
 pub mod head;
 pub mod rewrite;

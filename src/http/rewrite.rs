@@ -17,7 +17,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::head::{
-    Field, MAX_HEADERS, RequestHead, ResponseHead, TargetForm, list_items, lists_token,
+    BodyKind, Field, MAX_HEADERS, RequestHead, ResponseHead, TargetForm, list_items, lists_token,
     response_config, skip_empty_lines,
 };
 
@@ -91,6 +91,11 @@ impl<'o> Writer<'o> {
         Ok(())
     }
 
+    fn put_content_length(&mut self, n: u64) -> Result<(), RewriteError> {
+        fmt::Write::write_fmt(self, format_args!("Content-Length: {n}\r\n"))
+            .map_err(|_| RewriteError)
+    }
+
     fn put_ip(&mut self, ip: IpAddr) -> Result<(), RewriteError> {
         // IpAddr's Display formats on the stack; fmt::Write only carries the bytes across.
         fmt::Write::write_fmt(self, format_args!("{ip}")).map_err(|_| RewriteError)
@@ -154,14 +159,16 @@ fn hop_by_hop(
 /// Writes the head to send upstream into `out`, returns its length. `src` is the buffer `head`
 /// was parsed from.
 ///
-/// Request line: `METHOD SP path SP HTTP/1.1 CRLF` with path in origin-form (empty -> "/");
+/// Request line: `METHOD SP path SP HTTP/1.x CRLF` with path in origin-form (empty -> "/") and
+/// the client's version (1.1, or 1.0 for an HTTP/1.0 client);
 /// CONNECT is never passed here; asterisk-form stays "*". Then `Host: <authority>` first (for
 /// absolute-form the URI's authority replaces any Host header, RFC 9112 §3.2.2; otherwise the
 /// original Host value byte for byte; no Host line for an HTTP/1.0 request that had none), then
 /// the other fields in order without the hop-by-hop ones, then `Via: 1.1 watchtower`, the
 /// X-Forwarded-* fields and X-Real-IP when `to_local`, `Connection: upgrade` and the Upgrade
-/// field when `fwd.upgrade` (and the request has one), and the empty line. Content-Length and
-/// Transfer-Encoding are kept as they are: the body is relayed raw.
+/// field when `fwd.upgrade` (and the request has one), and the empty line. Transfer-Encoding
+/// is kept (the body is relayed raw), Content-Length as one field with its
+/// single value even when the request repeated it.
 pub fn write_request_head(
     src: &[u8],
     head: &RequestHead,
@@ -193,18 +200,34 @@ pub fn write_request_head(
             w.put(path)?;
         }
     }
-    // RFC 9110 §6.2: an intermediary sends its own HTTP version.
-    w.put(b" HTTP/1.1\r\n")?;
+    // RFC 9110 §6.2 lets an intermediary send its own version, but an HTTP/1.0 client cannot
+    // read a chunked response (RFC 9112 §7.1), so its requests go on as HTTP/1.0 and the
+    // upstream frames the response with Content-Length or by closing, as nginx does.
+    w.put(if head.minor_version == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    })?;
     if let Some(authority) = head.authority {
         w.put_field("Host", authority.of(src))?;
     }
 
     let mut has_upgrade = false;
+    let mut length_written = false;
     for field in fields {
         let kind = Field::of(field.name);
         let dropped = match kind {
             // Written first, above.
             Field::Host => true,
+            // Repeated identical values were accepted by the parser; RFC 9110 §8.6 then
+            // requires a proxy to forward exactly one, so no next hop can read two.
+            Field::ContentLength => {
+                if !length_written && let BodyKind::Length(n) = head.body {
+                    w.put_content_length(n)?;
+                }
+                length_written = true;
+                true
+            }
             // Re-added after "Connection: upgrade" when passed through.
             Field::Upgrade => {
                 has_upgrade = true;
@@ -293,6 +316,7 @@ pub fn write_response_head(
         .any(|field| Field::of(field.name) == Field::TransferEncoding);
 
     let mut w = Writer::new(out);
+    let mut length_written = false;
     w.put(b"HTTP/1.1 ")?;
     w.put(&status_digits(head.status))?;
     w.put(b" ")?;
@@ -303,8 +327,18 @@ pub fn write_response_head(
         let dropped = match kind {
             Field::Upgrade => !switching,
             // An intermediary forwarding TE and CL together must remove CL first, so the
-            // client cannot frame by it (RFC 9112 §6.3 ¶3).
-            Field::ContentLength => has_transfer_encoding,
+            // client cannot frame by it (RFC 9112 §6.3 ¶3). Repeated identical values go out
+            // as one field (RFC 9110 §8.6).
+            Field::ContentLength if has_transfer_encoding || length_written => true,
+            Field::ContentLength => {
+                length_written = true;
+                if let BodyKind::Length(n) = head.body {
+                    w.put_content_length(n)?;
+                    true
+                } else {
+                    false
+                }
+            }
             _ => hop_by_hop(kind, field.name, nominations, fields),
         };
         if !dropped {
@@ -388,6 +422,25 @@ mod tests {
     }
 
     #[test]
+    fn repeated_content_length_goes_out_once() {
+        for input in [
+            "POST /u HTTP/1.1\r\nHost: a.test\r\ncontent-length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST /u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5, 5\r\n\r\n",
+        ] {
+            assert_eq!(
+                rewrite_request(input, &pass_through()),
+                "POST /u HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nVia: 1.1 watchtower\r\n\r\n",
+                "{input:?}"
+            );
+        }
+        let response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(
+            rewrite_response(response, Method::Get, true, 1),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 watchtower\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn request_heads_are_rewritten_exactly() {
         let upgrade_local = Forwarding {
             client_ip: IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -415,7 +468,7 @@ mod tests {
             (
                 "GET http://example.test?x=1 HTTP/1.0\r\n\r\n",
                 pass_through(),
-                "GET /?x=1 HTTP/1.1\r\nHost: example.test\r\nVia: 1.1 watchtower\r\n\r\n",
+                "GET /?x=1 HTTP/1.0\r\nHost: example.test\r\nVia: 1.1 watchtower\r\n\r\n",
             ),
             (
                 // Local: forwarded fields replaced, the client's XFF values combined, Via kept.
@@ -479,7 +532,7 @@ mod tests {
                 // An HTTP/1.0 request without Host has no authority to send.
                 "GET /old HTTP/1.0\r\nAccept: */*\r\n\r\n",
                 local(),
-                "GET /old HTTP/1.1\r\nAccept: */*\r\nVia: 1.1 watchtower\r\nX-Forwarded-For: 192.0.2.7\r\n\
+                "GET /old HTTP/1.0\r\nAccept: */*\r\nVia: 1.1 watchtower\r\nX-Forwarded-For: 192.0.2.7\r\n\
                  X-Forwarded-Proto: http\r\nX-Real-IP: 192.0.2.7\r\n\r\n",
             ),
         ];

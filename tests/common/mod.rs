@@ -60,7 +60,10 @@ pub fn route(id: &str, domain: &str, port: u16) -> String {
 
 /// A disabled `[[route]]` block.
 pub fn disabled_route(id: &str, domain: &str, port: u16) -> String {
-    format!("{}\nenabled = false\n\n", route(id, domain, port).trim_end())
+    format!(
+        "{}\nenabled = false\n\n",
+        route(id, domain, port).trim_end()
+    )
 }
 
 /// How to start Watchtower.
