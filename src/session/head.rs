@@ -7,10 +7,10 @@
 //! session moves on to resolving/connecting, or reuses the upstream connection it already
 //! holds for the same `host:port`.
 //!
-//! Deadlines (SPEC §10): a new connection must finish its first head within
-//! `request_header` of being accepted; a kept-alive connection may idle for `idle`, and once
-//! the first byte of its next head arrives that head must be finished within
-//! `request_header` — trickling bytes does not extend it.
+//! Deadlines (SPEC §10): a head must be finished within `request_header` of its first byte —
+//! trickling bytes does not extend it — else 408 and close. Before that first byte, a new
+//! connection waits `request_header` and a kept-alive one `idle`; either then closes quietly,
+//! since nothing was asked that could be answered.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -133,8 +133,9 @@ impl ReadHead {
 
     /// `request_header` or `idle` ran out.
     pub(super) fn timeout(&mut self, conn: &mut Conn, ctx: &mut Ctx) -> Step {
-        if !self.strict {
-            // An idle kept-alive connection: close quietly, as browsers expect.
+        if !self.started {
+            // Nothing of a request arrived (an idle kept-alive connection, or a browser's
+            // speculative preconnect): close quietly, as browsers expect of idle sockets.
             return Step::Close(CloseReason::Finished);
         }
         conn.begin_record(ctx, Kind::Http, b"", b"", None);
