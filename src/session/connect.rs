@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 
 use crate::context::Ctx;
+use crate::io::Transport;
 use crate::resolve::ResolveError;
 
 use super::answer;
@@ -37,7 +38,7 @@ pub(super) fn start(mut x: Exchange, conn: &mut Conn, ctx: &mut Ctx) -> Step {
         match open(addr, conn, ctx) {
             Ok(up) => {
                 conn.upstream = Some(Upstream {
-                    sock: up,
+                    sock: Transport::plain(up),
                     ready: Default::default(),
                     name: x.upstream_text(),
                     connected: false,
@@ -105,9 +106,9 @@ pub(super) fn step(x: &mut Exchange, conn: &mut Conn, ctx: &mut Ctx) -> Step {
     }
     // mio: a writable event on a connecting socket means the handshake finished, one way
     // or the other; `take_error` says which, and `peer_addr` filters spurious wake-ups.
-    let failure = match up.sock.take_error() {
+    let failure = match up.sock.socket().take_error() {
         Ok(Some(e)) | Err(e) => Some(e.kind()),
-        Ok(None) => match up.sock.peer_addr() {
+        Ok(None) => match up.sock.socket().peer_addr() {
             Ok(_) => None,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                 up.ready = Default::default();
@@ -127,7 +128,7 @@ pub(super) fn step(x: &mut Exchange, conn: &mut Conn, ctx: &mut Ctx) -> Step {
         return start(std::mem::take(x), conn, ctx);
     }
     up.connected = true;
-    if let Err(e) = up.sock.set_nodelay(true) {
+    if let Err(e) = up.sock.socket().set_nodelay(true) {
         log::debug!("set_nodelay: {e}");
     }
     if x.is_tunnel() {

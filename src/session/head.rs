@@ -342,11 +342,10 @@ fn dial(
 impl Conn {
     /// The address a client would put in HTTP_PROXY, for the forward port's 400 text.
     fn client_local_hint(&self) -> String {
-        match &self.client {
-            crate::io::ClientIo::Plain(s) => s
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| "127.0.0.1:8888".into()),
-        }
+        self.client
+            .socket()
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "127.0.0.1:8888".into())
     }
 }

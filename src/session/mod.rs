@@ -30,7 +30,7 @@ use mio::{Interest, Token};
 use crate::apilog::{ApiRecord, Kind, Text};
 use crate::context::Ctx;
 use crate::http::Method;
-use crate::io::ClientIo;
+use crate::io::Transport;
 use crate::relay::{Buf, Ready};
 use crate::resolve::ResolveError;
 use crate::route::ListenerKind;
@@ -160,7 +160,7 @@ impl Phase {
 
 /// The upstream socket of a session, kept across requests when the response allowed it.
 pub(crate) struct Upstream {
-    pub sock: TcpStream,
+    pub sock: Transport,
     pub ready: Ready,
     /// `host:port` as dialled; a later request for the same name reuses this connection.
     pub name: Text,
@@ -179,7 +179,7 @@ pub(crate) struct Conn {
     pub key: usize,
     pub generation: u64,
     pub listener: ListenerKind,
-    pub client: ClientIo,
+    pub client: Transport,
     pub client_addr: SocketAddr,
     pub client_ready: Ready,
     /// Bytes read from the client and not consumed yet: a head in progress, body bytes, or
@@ -257,6 +257,19 @@ impl Conn {
         }
     }
 
+    /// Sends TLS records queued on either side when its socket can take them.
+    fn flush_transports(&mut self) -> Result<(), CloseReason> {
+        self.client
+            .flush(&mut self.client_ready)
+            .map_err(|e| CloseReason::ClientFailed(e.kind()))?;
+        if let Some(up) = self.upstream.as_mut() {
+            up.sock
+                .flush(&mut up.ready)
+                .map_err(|e| CloseReason::UpstreamFailed(e.kind()))?;
+        }
+        Ok(())
+    }
+
     /// Closes the upstream connection (dropping the socket deregisters it).
     pub fn drop_upstream(&mut self) {
         self.upstream = None;
@@ -298,7 +311,7 @@ impl Session {
             key,
             generation,
             listener,
-            client: ClientIo::Plain(client),
+            client: Transport::plain(client),
             client_addr,
             client_ready: Ready::default(),
             cin: None,
@@ -347,6 +360,10 @@ impl Session {
     pub fn drive(&mut self, ctx: &mut Ctx) -> bool {
         for _ in 0..MAX_STEPS_PER_DRIVE {
             let conn = &mut self.conn;
+            if let Err(reason) = conn.flush_transports() {
+                self.close(reason, ctx);
+                return false;
+            }
             let step = match &mut self.phase {
                 Phase::ReadHead(r) => r.step(conn, ctx),
                 Phase::Resolve(_) => Step::Wait,

@@ -7,14 +7,11 @@
 //! RFC 9293 §3.6); the tunnel ends when both directions are shut, or after `idle` with no
 //! traffic. The log record (one line per tunnel, SPEC §10) is written when it ends.
 
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::io;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use crate::context::Ctx;
-use crate::io::ClientIo;
+use crate::io::Transport;
 use crate::relay::copy::{read_into, write_from};
 use crate::relay::{Buf, BufPool, IoOutcome, Ready};
 
@@ -40,29 +37,12 @@ enum Failure {
     Destination(io::ErrorKind),
 }
 
-/// A socket whose sending half can be closed on its own.
-trait HalfClose {
-    fn shutdown_write(&mut self) -> io::Result<()>;
-}
-
-impl HalfClose for ClientIo {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        ClientIo::shutdown_write(self)
-    }
-}
-
-impl HalfClose for TcpStream {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
-
 /// Moves what it can from `src` to `dst` through `flow`. Returns bytes delivered and
 /// whether anything changed.
 fn pump(
-    src: &mut impl Read,
+    src: &mut Transport,
     src_ready: &mut Ready,
-    dst: &mut (impl Write + HalfClose),
+    dst: &mut Transport,
     dst_ready: &mut Ready,
     flow: &mut Flow,
     pool: &mut BufPool,
