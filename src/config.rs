@@ -86,6 +86,9 @@ pub struct Config {
 pub struct TlsPaths {
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
+    /// Extra root certificates (PEM) trusted, besides the Mozilla roots, when Watchtower
+    /// speaks TLS to real servers: a corporate CA, or a test origin's.
+    pub extra_roots: Option<PathBuf>,
 }
 
 /// Deadlines, see SPEC §9 and §10.
@@ -405,6 +408,7 @@ fn default_tls_paths() -> TlsPaths {
     TlsPaths {
         ca_cert: dir.join(CA_CERT_FILE),
         ca_key: dir.join(CA_KEY_FILE),
+        extra_roots: None,
     }
 }
 
@@ -466,6 +470,7 @@ struct RawProxy {
 struct RawTls {
     ca_cert: Option<Spanned<String>>,
     ca_key: Option<Spanned<String>>,
+    extra_roots: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -721,17 +726,33 @@ fn check_tls(file: &SourceText<'_>, raw: RawTls, base_dir: &Path) -> Result<TlsP
         .as_ref()
         .map(|path| check_path(file, "tls.ca_key", path, base_dir))
         .transpose()?;
+    let extra_roots = raw
+        .extra_roots
+        .as_ref()
+        .map(|path| check_path(file, "tls.extra_roots", path, base_dir))
+        .transpose()?;
     let sibling = |path: &Path, name: &str| path.parent().unwrap_or(base_dir).join(name);
     let paths = match (ca_cert, ca_key) {
-        (None, None) => return Ok(default_tls_paths()),
-        (Some(ca_cert), Some(ca_key)) => TlsPaths { ca_cert, ca_key },
+        (None, None) => {
+            return Ok(TlsPaths {
+                extra_roots,
+                ..default_tls_paths()
+            });
+        }
+        (Some(ca_cert), Some(ca_key)) => TlsPaths {
+            ca_cert,
+            ca_key,
+            extra_roots,
+        },
         (Some(ca_cert), None) => TlsPaths {
             ca_key: sibling(&ca_cert, CA_KEY_FILE),
             ca_cert,
+            extra_roots,
         },
         (None, Some(ca_key)) => TlsPaths {
             ca_cert: sibling(&ca_key, CA_CERT_FILE),
             ca_key,
+            extra_roots,
         },
     };
     if paths.ca_cert == paths.ca_key {
@@ -1067,6 +1088,7 @@ enabled = false
                 tls: TlsPaths {
                     ca_cert: PathBuf::from("/etc/watchtower/ca.pem"),
                     ca_key: PathBuf::from("/var/lib/wt/ca-key.pem"),
+                    extra_roots: None,
                 },
                 api_log: Some(PathBuf::from("/etc/watchtower/logs/api.jsonl")),
                 timeouts: Timeouts {

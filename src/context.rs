@@ -3,6 +3,8 @@
 //! one `Ctx`; sessions never own shared state, so nothing needs a lock.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -13,6 +15,7 @@ use crate::relay::BufPool;
 use crate::resolve::Resolver;
 use crate::route::RouteTable;
 use crate::timer::Timers;
+use crate::tls::CertStore;
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends,
 /// so our final response is not destroyed by a TCP reset (the "lingering close" of RFC 9112
@@ -27,7 +30,12 @@ pub struct Ctx {
     pub registry: Registry,
     pub pool: BufPool,
     pub timers: Timers,
-    pub routes: RouteTable,
+    /// Shared so a phase can hold a route while it also uses the rest of the context.
+    pub routes: Rc<RouteTable>,
+    /// Minted leaf certificates, one `ServerConfig` per name.
+    pub certs: CertStore,
+    /// How pass-through TLS connections verify real servers.
+    pub tls_client: Arc<rustls::ClientConfig>,
     /// The on/off switch for local routing (SPEC §1).
     pub local_routing: bool,
     pub timeouts: Timeouts,

@@ -15,6 +15,7 @@
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use crate::resolve::Resolver;
 use crate::route::{ListenerKind, RouteTable};
 use crate::session::{self, CloseReason, Session};
 use crate::timer::Timers;
+use crate::tls::{self, CertStore, LocalCa};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -44,6 +46,8 @@ pub const MAX_SESSIONS: usize = 16_384;
 pub const MAX_BUFFERS: usize = 16_384;
 /// Spare buffers kept for reuse after a burst.
 pub const KEEP_BUFFERS: usize = 256;
+/// Host names whose minted certificate stays cached.
+const CERT_CACHE_NAMES: usize = 1024;
 /// Accepts per listener per readiness event before other work gets a turn.
 const ACCEPTS_PER_TURN: usize = 64;
 
@@ -58,6 +62,10 @@ pub enum StartError {
     },
     /// The poller, waker, signal handler or a thread could not be set up.
     Setup(&'static str, io::Error),
+    /// The local CA (or the extra roots) could not be loaded or created.
+    Ca(crate::tls::CaError),
+    /// The leaf-certificate store could not be set up.
+    Certs(crate::tls::MintError),
 }
 
 impl std::fmt::Display for StartError {
@@ -81,6 +89,8 @@ impl std::fmt::Display for StartError {
                 _ => write!(f, "cannot listen on {addr} ({name}): {source}"),
             },
             StartError::Setup(what, e) => write!(f, "cannot set up {what}: {e}"),
+            StartError::Ca(e) => write!(f, "{e}"),
+            StartError::Certs(e) => write!(f, "{e}"),
         }
     }
 }
@@ -115,6 +125,20 @@ impl Proxy {
     /// Binds every configured listener and sets up the loop. Nothing is accepted until
     /// [`Proxy::run`].
     pub fn bind(config: &Config, log: LogSender) -> Result<Proxy, StartError> {
+        // The CA comes first: a bad CA refuses to start before any port is bound.
+        let (ca, created) = LocalCa::load_or_create(&config.tls.ca_cert, &config.tls.ca_key)
+            .map_err(StartError::Ca)?;
+        if created {
+            log::info!(
+                "created a new local CA at {}; trust it with `watchtower ca install`",
+                config.tls.ca_cert.display()
+            );
+        }
+        let extra_roots = match &config.tls.extra_roots {
+            Some(path) => tls::read_pem_certs(path).map_err(StartError::Ca)?,
+            None => Vec::new(),
+        };
+        let certs = CertStore::new(ca, CERT_CACHE_NAMES).map_err(StartError::Certs)?;
         let poll = Poll::new().map_err(|e| StartError::Setup("the poller", e))?;
         let mut listeners = Vec::new();
         for (name, addr) in config.listeners() {
@@ -123,14 +147,6 @@ impl Proxy {
                 "reverse_https" => ListenerKind::ReverseHttps,
                 _ => ListenerKind::Forward,
             };
-            if kind == ListenerKind::ReverseHttps {
-                // TLS termination arrives with issue 4; do not open a port that cannot
-                // speak TLS yet.
-                log::warn!(
-                    "reverse_https_port is set but HTTPS termination is not built yet; {addr} stays closed"
-                );
-                continue;
-            }
             let mut sock = TcpListener::bind(addr).map_err(|source| StartError::Bind {
                 name,
                 addr,
@@ -175,7 +191,9 @@ impl Proxy {
             registry,
             pool: BufPool::new(MAX_BUFFERS, KEEP_BUFFERS),
             timers: Timers::default(),
-            routes: RouteTable::new(&config.routes),
+            routes: Rc::new(RouteTable::new(&config.routes)),
+            certs,
+            tls_client: tls::client_config(&extra_roots),
             local_routing: config.local_routing,
             timeouts: config.timeouts,
             resolver,

@@ -32,6 +32,7 @@
 #![deny(unsafe_code)]
 
 pub mod apilog;
+pub mod ca_command;
 pub mod config;
 pub mod context;
 pub mod event_loop;
@@ -43,6 +44,7 @@ pub mod route;
 pub mod session;
 pub mod sys;
 pub mod timer;
+pub mod tls;
 
 pub use config::Config;
 pub use event_loop::{Proxy, StartError};

@@ -15,6 +15,8 @@ passes everything else through to the real servers, and logs every exchange.
 Usage:
   watchtower [--config PATH] [--quiet] [-v...]   run the proxy
   watchtower check [--config PATH]               validate the config, print the routing table
+  watchtower ca path|export|install|uninstall|regenerate [--yes] [--config PATH]
+                                                 the local CA (see `watchtower ca --help`)
   watchtower --help | --version
 
 Options:
@@ -76,7 +78,11 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some("ca") {
+        return watchtower::ca_command::run(&raw[1..]);
+    }
+    let args = match parse_args(raw.into_iter()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("watchtower: {e}\n\n{USAGE}");

@@ -21,6 +21,23 @@ fn read_head_bytes(s: &mut TcpStream) -> Vec<u8> {
     head
 }
 
+/// Asserts that `bytes` (what the client got) start with `prefix`.
+fn assert_starts(bytes: &[u8], prefix: &str) {
+    assert!(
+        bytes.starts_with(prefix.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(bytes)
+    );
+}
+
+/// Asserts that `f` is the record of a tunnel (a CONNECT) that was answered `status`.
+fn assert_tunnel_line(f: &HashMap<String, String>, status: &str) {
+    assert_eq!(f["method"], q("CONNECT"));
+    assert_eq!(f["kind"], q("tunnel"));
+    assert_eq!(f["path"], "null");
+    assert_eq!(f["status"], status);
+}
+
 /// A JSON string value as the log writes it (with quotes).
 fn q(s: &str) -> String {
     format!("\"{s}\"")
@@ -98,21 +115,14 @@ fn rfc3339_secs(ts: &str) -> i64 {
 #[test]
 fn successful_exchange_line_has_exact_fields() {
     let b = Backend::named("web");
-    let w = Watchtower::start(Opts {
-        routes: route("web", "app.example.test", b.port()),
-        ..Default::default()
-    });
+    let w = Watchtower::with_routes(route("web", "app.example.test", b.port()));
     let mut c = w.connect_proxy();
     let client = c.local_addr().unwrap();
     let req = "GET http://app.example.test/api/x?q=1 HTTP/1.1\r\nHost: app.example.test\r\n\
                Connection: close\r\n\r\n";
     c.write_all(req.as_bytes()).unwrap();
     let resp = read_all(&mut c);
-    assert!(
-        resp.starts_with(b"HTTP/1.1 200 "),
-        "{}",
-        String::from_utf8_lossy(&resp)
-    );
+    assert_starts(&resp, "HTTP/1.1 200 ");
     assert!(resp.ends_with(b"web GET /api/x?q=1"));
     let ended = Instant::now();
     let f = only_line(&w);
@@ -159,11 +169,7 @@ fn each_exchange_on_a_kept_alive_connection_is_logged_before_it_closes() {
     let c = w.connect_proxy();
     let mut r = BufReader::new(c.try_clone().unwrap());
     for (i, path) in ["/first", "/second"].into_iter().enumerate() {
-        (&c).write_all(
-            format!("GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
+        (&c).write_all(abs_get(port, path).as_bytes()).unwrap();
         assert_eq!(read_response(&mut r).unwrap().status, 200);
         // The connection is still open: the line must not wait for it.
         let lines = w.wait_log_lines(i + 1);
@@ -180,23 +186,13 @@ fn blind_tunnel_is_one_line_with_both_byte_counts() {
     let w = Watchtower::start(Opts::default());
     let port = raw.port();
     let mut c = w.connect_proxy();
-    let connect = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let connect = connect_request(&format!("127.0.0.1:{port}"));
     c.write_all(connect.as_bytes()).unwrap();
     let head = read_head_bytes(&mut c);
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    assert_starts(&head, "HTTP/1.1 200");
     let mut up = raw.accept();
-    c.write_all(b"hello").unwrap();
-    let mut got = [0u8; 5];
-    up.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"hello");
-    up.write_all(b"world!").unwrap();
-    let mut back = [0u8; 6];
-    c.read_exact(&mut back).unwrap();
-    assert_eq!(&back, b"world!");
+    pass_bytes(&mut c, &mut up, b"hello");
+    pass_bytes(&mut up, &mut c, b"world!");
     c.shutdown(Shutdown::Write).unwrap();
     let mut rest = Vec::new();
     up.read_to_end(&mut rest).unwrap();
@@ -209,10 +205,7 @@ fn blind_tunnel_is_one_line_with_both_byte_counts() {
     );
 
     let f = only_line(&w);
-    assert_eq!(f["method"], q("CONNECT"));
-    assert_eq!(f["kind"], q("tunnel"));
-    assert_eq!(f["path"], "null");
-    assert_eq!(f["status"], "200");
+    assert_tunnel_line(&f, "200");
     assert_eq!(f["route"], "null");
     assert_eq!(f["host"], q(&format!("127.0.0.1:{port}")));
     assert_eq!(f["upstream"], q(&format!("127.0.0.1:{port}")));
@@ -232,11 +225,7 @@ fn failed_exchange_line_has_status_502_and_error() {
     );
     c.write_all(req.as_bytes()).unwrap();
     let resp = read_all(&mut c);
-    assert!(
-        resp.starts_with(b"HTTP/1.1 502 "),
-        "{}",
-        String::from_utf8_lossy(&resp)
-    );
+    assert_starts(&resp, "HTTP/1.1 502 ");
     let f = only_line(&w);
     assert_eq!(f["method"], q("GET"));
     assert_eq!(f["path"], q("/dead"));
@@ -257,21 +246,12 @@ fn refused_connect_is_a_tunnel_line_with_status_502() {
     let w = Watchtower::start(Opts::default());
     let port = free_port();
     let mut c = w.connect_proxy();
-    c.write_all(
-        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
+    c.write_all(connect_request(&format!("127.0.0.1:{port}")).as_bytes())
+        .unwrap();
     let head = read_head_bytes(&mut c);
-    assert!(
-        head.starts_with(b"HTTP/1.1 502 "),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    assert_starts(&head, "HTTP/1.1 502 ");
     let f = only_line(&w);
-    assert_eq!(f["method"], q("CONNECT"));
-    assert_eq!(f["kind"], q("tunnel"));
-    assert_eq!(f["path"], "null");
-    assert_eq!(f["status"], "502");
+    assert_tunnel_line(&f, "502");
     assert_eq!(f["host"], q(&format!("127.0.0.1:{port}")));
     assert!(f["error"].contains("refused"), "{f:?}");
 }
@@ -285,10 +265,7 @@ fn pass_through_is_logged_with_local_routing_off() {
         ..Default::default()
     });
     let port = b.port();
-    let resp = roundtrip(
-        w.proxy,
-        &format!("GET http://127.0.0.1:{port}/off HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
-    );
+    let resp = roundtrip(w.proxy, &abs_get(port, "/off"));
     assert_eq!(resp.status, 200);
     let f = only_line(&w);
     assert_eq!(f["path"], q("/off"));
@@ -300,10 +277,7 @@ fn pass_through_is_logged_with_local_routing_off() {
 #[test]
 fn access_line_on_stderr() {
     let b = Backend::named("web");
-    let w = Watchtower::start(Opts {
-        routes: route("web", "app.example.test", b.port()),
-        ..Default::default()
-    });
+    let w = Watchtower::with_routes(route("web", "app.example.test", b.port()));
     let mut c = w.connect_proxy();
     let client = c.local_addr().unwrap();
     c.write_all(b"GET http://app.example.test/x HTTP/1.1\r\nHost: app.example.test\r\n\r\n")

@@ -38,3 +38,8 @@ fn chunked_corpus() {
 fn config_corpus() {
     replay("config", watchtower::config::fuzz_config);
 }
+
+#[test]
+fn client_hello_corpus() {
+    replay("client_hello", watchtower::session::fuzz_client_hello);
+}

@@ -27,11 +27,7 @@ fn sigterm_lets_in_flight_exchange_finish_and_refuses_new_connections() {
     let mut w = Watchtower::start(Opts::default());
     let port = raw.port();
     let mut c = w.connect_proxy();
-    c.write_all(
-        format!("GET http://127.0.0.1:{port}/slow HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
-            .as_bytes(),
-    )
-    .unwrap();
+    c.write_all(abs_get(port, "/slow").as_bytes()).unwrap();
     let mut up = raw.accept();
     let head = read_raw_head(&mut up);
     assert!(head.starts_with("GET /slow HTTP/1.1\r\n"), "{head}");
@@ -81,11 +77,7 @@ fn sigterm_with_idle_keep_alive_connection_exits_promptly() {
     let mut w = Watchtower::start(Opts::default());
     let port = b.port();
     let mut c = w.connect_proxy();
-    c.write_all(
-        format!("GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
-            .as_bytes(),
-    )
-    .unwrap();
+    c.write_all(abs_get(port, "/").as_bytes()).unwrap();
     let mut r = BufReader::new(c.try_clone().unwrap());
     assert_eq!(read_response(&mut r).unwrap().status, 200);
     // The connection is kept alive and idle, which must not hold up the shutdown.

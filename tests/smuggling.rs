@@ -32,10 +32,7 @@ struct Listener {
 impl Rig {
     fn start() -> Rig {
         let backend = RawBackend::start();
-        let w = Watchtower::start(Opts {
-            routes: route("app", "app.example.test", backend.port()),
-            ..Default::default()
-        });
+        let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
         Rig { w, backend }
     }
 
@@ -97,25 +94,33 @@ impl Rig {
         self.canary(l, &ctx);
     }
 
-    /// A well-formed request through `l` must be the first thing the backend receives.
-    fn canary(&self, l: Listener, ctx: &str) {
+    /// Sends `request` (with `{T}` replaced by the listener's target prefix) through `l`;
+    /// returns the client connection, the backend connection it opened, and the head the
+    /// backend read from it.
+    fn forward(&self, l: Listener, request: &str) -> (TcpStream, TcpStream, String) {
         let mut s = connect(l.addr);
-        write!(
-            s,
-            "GET {}/canary HTTP/1.1\r\nHost: app.example.test\r\n\r\n",
-            l.prefix
-        )
-        .unwrap();
+        s.write_all(request.replace("{T}", l.prefix).as_bytes())
+            .unwrap();
         let mut b = self.backend.accept();
         let head = read_raw_head(&mut b);
+        (s, b, head)
+    }
+
+    /// A well-formed request through `l` must be the first thing the backend receives.
+    fn canary(&self, l: Listener, ctx: &str) {
+        let (s, b, head) = self.forward(
+            l,
+            "GET {T}/canary HTTP/1.1\r\nHost: app.example.test\r\n\r\n",
+        );
         assert!(
             head.starts_with("GET /canary HTTP/1.1\r\n"),
             "{ctx}: the backend's first request after the rejected one was not the canary:\n{head}"
         );
-        b.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\ncanary")
-            .unwrap();
-        drop(b);
-        let resp = read_response(&mut BufReader::new(s)).unwrap();
+        let resp = answer_last(
+            b,
+            s,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\ncanary",
+        );
         assert_eq!(
             (resp.status, resp.body_text().as_str()),
             (200, "canary"),
@@ -133,18 +138,12 @@ impl Rig {
     }
 }
 
-/// The proxy closed the connection: EOF (or a reset), not a timeout and not more bytes.
-fn assert_closed(r: &mut impl Read, ctx: &str) {
-    let mut rest = Vec::new();
-    match r.read_to_end(&mut rest) {
-        Ok(_) => assert!(
-            rest.is_empty(),
-            "{ctx}: bytes after the error response: {:?}",
-            String::from_utf8_lossy(&rest)
-        ),
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("{ctx}: the connection was not closed after the error: {e}"),
-    }
+/// The backend connection `b` sends `response` and closes; returns the response as the client
+/// reads it on `s`.
+fn answer_last(mut b: TcpStream, s: TcpStream, response: &[u8]) -> Response {
+    b.write_all(response).unwrap();
+    drop(b);
+    read_response(&mut BufReader::new(s)).unwrap()
 }
 
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: app.example.test\r\n\r\n";
@@ -237,15 +236,10 @@ fn identical_repeated_content_lengths_are_forwarded_once() {
             ("one list", "Content-Length: 5, 5\r\n"),
         ] {
             let ctx = format!("[{} listener, {case}]", l.name);
-            let mut s = connect(l.addr);
-            write!(
-                s,
-                "POST {}/up HTTP/1.1\r\nHost: app.example.test\r\n{headers}\r\nhello",
-                l.prefix
-            )
-            .unwrap();
-            let mut b = rig.backend.accept();
-            let head = read_raw_head(&mut b);
+            let (s, mut b, head) = rig.forward(
+                l,
+                &format!("POST {{T}}/up HTTP/1.1\r\nHost: app.example.test\r\n{headers}\r\nhello"),
+            );
             assert!(head.starts_with("POST /up HTTP/1.1\r\n"), "{ctx}: {head}");
             let lengths: Vec<&str> = head
                 .lines()
@@ -259,12 +253,11 @@ fn identical_repeated_content_lengths_are_forwarded_once() {
             let mut body = [0u8; 5];
             b.read_exact(&mut body).unwrap();
             assert_eq!(&body, b"hello", "{ctx}");
-            b.write_all(
+            let resp = answer_last(
+                b,
+                s,
                 b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-            )
-            .unwrap();
-            drop(b);
-            let resp = read_response(&mut BufReader::new(s)).unwrap();
+            );
             assert_eq!(
                 (resp.status, resp.body_text().as_str()),
                 (201, "ok"),
@@ -424,25 +417,21 @@ fn heads_just_inside_the_limits_are_forwarded() {
             ("an 8000-byte target", long_path.clone(), String::new()),
         ] {
             let ctx = format!("[{} listener, {case}]", l.name);
-            let mut s = connect(l.addr);
-            write!(
-                s,
-                "GET {}{path} HTTP/1.1\r\nHost: app.example.test\r\n{extra}\r\n",
-                l.prefix
-            )
-            .unwrap();
-            let mut b = rig.backend.accept();
-            let head = read_raw_head(&mut b);
+            let (s, b, head) = rig.forward(
+                l,
+                &format!("GET {{T}}{path} HTTP/1.1\r\nHost: app.example.test\r\n{extra}\r\n"),
+            );
             assert!(
                 head.starts_with(&format!("GET {path} HTTP/1.1\r\n")),
                 "{ctx}: {}",
                 &head[..head.len().min(200)]
             );
             assert!(head.contains(&extra), "{ctx}: the fields arrive intact");
-            b.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                .unwrap();
-            drop(b);
-            let resp = read_response(&mut BufReader::new(s)).unwrap();
+            let resp = answer_last(
+                b,
+                s,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            );
             assert_eq!(resp.status, 200, "{ctx}: {}", resp.body_text());
         }
     }
@@ -555,16 +544,12 @@ fn a_malformed_request_after_a_good_one_on_a_kept_alive_connection_is_not_forwar
         let rig = Rig::start();
         let l = rig.listeners()[listener];
         let ctx = format!("[{} listener]", l.name);
-        let mut s = connect(l.addr);
         let req = format!(
-            "GET {p}/first HTTP/1.1\r\nHost: app.example.test\r\n\r\n\
-             POST {p}/second HTTP/1.1\r\nHost: app.example.test\r\nContent-Length: 40\r\n\
-             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}",
-            p = l.prefix
+            "GET {{T}}/first HTTP/1.1\r\nHost: app.example.test\r\n\r\n\
+             POST {{T}}/second HTTP/1.1\r\nHost: app.example.test\r\nContent-Length: 40\r\n\
+             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"
         );
-        s.write_all(req.as_bytes()).unwrap();
-        let mut b = rig.backend.accept();
-        let head = read_raw_head(&mut b);
+        let (s, mut b, head) = rig.forward(l, &req);
         assert!(head.starts_with("GET /first HTTP/1.1\r\n"), "{ctx}: {head}");
         b.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
             .unwrap();

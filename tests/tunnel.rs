@@ -17,9 +17,29 @@ const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
 /// Opens a tunnel to `target` through the forward proxy; asserts the exact 200 answer.
 fn open_tunnel(w: &Watchtower, target: &str) -> TcpStream {
     let mut s = w.connect_proxy();
-    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    s.write_all(connect_request(target).as_bytes()).unwrap();
     expect_established(&mut s);
     s
+}
+
+/// Starts Watchtower with `opts` and opens a tunnel to a fresh raw backend; returns the
+/// proxy, the client's end of the tunnel and the backend's.
+fn tunnel_to_backend(opts: Opts) -> (Watchtower, TcpStream, TcpStream) {
+    let backend = RawBackend::start();
+    let w = Watchtower::start(opts);
+    let c = open_tunnel(&w, &format!("127.0.0.1:{}", backend.port()));
+    let b = backend.accept();
+    (w, c, b)
+}
+
+/// Writes `bytes` on `from` and half-closes it; asserts that `to` reads exactly them and then
+/// EOF (`eof` says what failed if the EOF does not come).
+fn send_and_half_close(from: &mut TcpStream, to: &mut TcpStream, bytes: &[u8], eof: &str) {
+    from.write_all(bytes).unwrap();
+    from.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    to.read_to_end(&mut got).expect(eof);
+    assert_eq!(got, bytes);
 }
 
 /// Reads exactly the `200 Connection Established` head, nothing more.
@@ -78,10 +98,7 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 
 #[test]
 fn tunnel_echoes_bytes_exactly_in_both_directions() {
-    let backend = RawBackend::start();
-    let w = Watchtower::start(Opts::default());
-    let mut c = open_tunnel(&w, &format!("127.0.0.1:{}", backend.port()));
-    let b = backend.accept();
+    let (_w, mut c, b) = tunnel_to_backend(Opts::default());
     let echoer = thread::spawn(move || echo(b));
     for msg in [
         &b"hello"[..],
@@ -102,10 +119,7 @@ fn tunnel_echoes_bytes_exactly_in_both_directions() {
 fn tunnel_carries_megabytes_of_binary_data_unchanged() {
     const SEED: u64 = 0x5eed_1234_abcd_0001;
     println!("noise seed {SEED:#x}");
-    let backend = RawBackend::start();
-    let w = Watchtower::start(Opts::default());
-    let c = open_tunnel(&w, &format!("127.0.0.1:{}", backend.port()));
-    let b = backend.accept();
+    let (_w, c, b) = tunnel_to_backend(Opts::default());
     let echoer = thread::spawn(move || echo(b));
     let data = noise(4 * 1024 * 1024 + 17, SEED);
     let mut writer = c.try_clone().unwrap();
@@ -128,45 +142,30 @@ fn tunnel_carries_megabytes_of_binary_data_unchanged() {
 
 #[test]
 fn client_half_close_reaches_the_backend_which_can_still_answer() {
-    let backend = RawBackend::start();
-    let w = Watchtower::start(Opts::default());
-    let mut c = open_tunnel(&w, &format!("127.0.0.1:{}", backend.port()));
-    let mut b = backend.accept();
-    c.write_all(b"ping").unwrap();
-    c.shutdown(Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    b.read_to_end(&mut got)
-        .expect("the backend reads EOF after the client's half-close");
-    assert_eq!(got, b"ping");
+    let (_w, mut c, mut b) = tunnel_to_backend(Opts::default());
+    send_and_half_close(
+        &mut c,
+        &mut b,
+        b"ping",
+        "the backend reads EOF after the client's half-close",
+    );
     // The other direction stays open: the answer sent after EOF arrives.
-    b.write_all(b"pong after your EOF").unwrap();
-    let mut answer = [0u8; 19];
-    c.read_exact(&mut answer).unwrap();
-    assert_eq!(&answer, b"pong after your EOF");
-    b.write_all(b" and more").unwrap();
-    let mut more = [0u8; 9];
-    c.read_exact(&mut more).unwrap();
-    assert_eq!(&more, b" and more");
+    pass_bytes(&mut b, &mut c, b"pong after your EOF");
+    pass_bytes(&mut b, &mut c, b" and more");
     drop(b);
     expect_eof(&mut c, "after the backend closed");
 }
 
 #[test]
 fn backend_half_close_reaches_the_client_which_can_still_send() {
-    let backend = RawBackend::start();
-    let w = Watchtower::start(Opts::default());
-    let mut c = open_tunnel(&w, &format!("127.0.0.1:{}", backend.port()));
-    let mut b = backend.accept();
-    b.write_all(b"banner").unwrap();
-    b.shutdown(Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    c.read_to_end(&mut got)
-        .expect("the client reads EOF after the backend's half-close");
-    assert_eq!(got, b"banner");
-    c.write_all(b"still talking").unwrap();
-    let mut heard = [0u8; 13];
-    b.read_exact(&mut heard).unwrap();
-    assert_eq!(&heard, b"still talking");
+    let (_w, mut c, mut b) = tunnel_to_backend(Opts::default());
+    send_and_half_close(
+        &mut b,
+        &mut c,
+        b"banner",
+        "the client reads EOF after the backend's half-close",
+    );
+    pass_bytes(&mut c, &mut b, b"still talking");
     c.shutdown(Shutdown::Write).unwrap();
     expect_eof(&mut b, "the backend after the client's half-close");
 }
@@ -178,7 +177,7 @@ fn server_speaks_first_bytes_arrive_after_the_200() {
     let w = Watchtower::start(Opts::default());
     let mut c = w.connect_proxy();
     let target = format!("127.0.0.1:{}", backend.port());
-    write!(c, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    c.write_all(connect_request(&target).as_bytes()).unwrap();
     let mut b = backend.accept();
     b.write_all(b"SSH-2.0-test\r\n").unwrap();
     expect_established(&mut c);
@@ -193,31 +192,23 @@ fn bytes_pipelined_behind_the_connect_head_are_tunnelled() {
     let w = Watchtower::start(Opts::default());
     let mut c = w.connect_proxy();
     let target = format!("127.0.0.1:{}", backend.port());
-    write!(
-        c,
-        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\nearly bytes\x00\x01"
-    )
-    .unwrap();
+    // One write, so the early bytes travel with the head.
+    c.write_all((connect_request(&target) + "early bytes\x00\x01").as_bytes())
+        .unwrap();
     let mut b = backend.accept();
     let mut early = [0u8; 13];
     b.read_exact(&mut early).unwrap();
     assert_eq!(&early, b"early bytes\x00\x01");
     expect_established(&mut c);
-    b.write_all(b"reply").unwrap();
-    let mut reply = [0u8; 5];
-    c.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply, b"reply");
+    pass_bytes(&mut b, &mut c, b"reply");
 }
 
 #[test]
 fn idle_tunnel_is_closed_by_the_idle_timeout_but_an_active_one_is_not() {
-    let backend = RawBackend::start();
-    let w = Watchtower::start(Opts {
+    let (_w, mut c, mut b) = tunnel_to_backend(Opts {
         timeouts: "idle = 1\n".into(),
         ..Default::default()
     });
-    let mut c = open_tunnel(&w, &format!("127.0.0.1:{}", backend.port()));
-    let mut b = backend.accept();
     // Traffic every 300 ms for 2 s keeps a tunnel with a 1 s idle timeout open.
     let active_until = Instant::now() + Duration::from_secs(2);
     let mut rounds = 0;
@@ -256,10 +247,7 @@ fn connect_to_a_refused_port_answers_502_naming_the_target() {
     let w = Watchtower::start(Opts::default());
     let port = free_port();
     let target = format!("127.0.0.1:{port}");
-    let resp = roundtrip(
-        w.proxy,
-        &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-    );
+    let resp = roundtrip(w.proxy, &connect_request(&target));
     assert_eq!(resp.status, 502, "{}", resp.body_text());
     assert!(
         resp.body_text().contains(&target),
@@ -271,17 +259,11 @@ fn connect_to_a_refused_port_answers_502_naming_the_target() {
 #[test]
 fn connect_on_the_reverse_port_is_rejected() {
     let backend = RawBackend::start();
-    let w = Watchtower::start(Opts {
-        routes: route("app", "app.example.test", backend.port()),
-        ..Default::default()
-    });
+    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
     let target = format!("127.0.0.1:{}", backend.port());
     let mut s = w.connect_reverse();
-    write!(
-        s,
-        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\nafter"
-    )
-    .unwrap();
+    s.write_all((connect_request(&target) + "after").as_bytes())
+        .unwrap();
     let mut r = BufReader::new(s);
     let resp = read_response_for(&mut r, "GET").unwrap();
     assert_eq!(resp.status, 400, "{}", resp.body_text());
@@ -290,11 +272,7 @@ fn connect_on_the_reverse_port_is_rejected() {
         "the body says why: {:?}",
         resp.body_text()
     );
-    let mut rest = Vec::new();
-    match r.read_to_end(&mut rest) {
-        Ok(_) => assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest)),
-        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "not closed: {e}"),
-    }
+    assert_closed(&mut r, "the reverse port after the 400");
     assert!(
         backend.no_connection_within(Duration::from_millis(200)),
         "the reverse port opened a tunnel anyway"
@@ -302,22 +280,23 @@ fn connect_on_the_reverse_port_is_rejected() {
 }
 
 #[test]
-fn connect_to_a_routed_domain_reaches_the_route_target() {
-    let backend = RawBackend::start();
-    let w = Watchtower::start(Opts {
-        routes: route("tun", "tunnel.example.test", backend.port()),
-        ..Default::default()
-    });
-    let mut c = open_tunnel(&w, "tunnel.example.test:443");
-    let mut b = backend.accept();
-    c.write_all(b"to the local target").unwrap();
-    let mut got = [0u8; 19];
-    b.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"to the local target");
-    b.write_all(b"from it").unwrap();
-    let mut back = [0u8; 7];
-    c.read_exact(&mut back).unwrap();
-    assert_eq!(&back, b"from it");
+fn plain_http_inside_a_connect_to_a_routed_domain_reaches_the_route_target() {
+    // A CONNECT to a routed host is terminated by Watchtower (SPEC §3); a client that then
+    // speaks plain HTTP instead of TLS is served on the same route.
+    let backend = Backend::named("local");
+    let w = Watchtower::with_routes(route("tun", "tunnel.example.test", backend.port()));
+    let mut c = open_tunnel(&w, "tunnel.example.test:80");
+    c.write_all(b"GET /inside HTTP/1.1\r\nHost: tunnel.example.test\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut BufReader::new(c.try_clone().unwrap())).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body_text(), "local GET /inside");
+    let seen = backend.wait_requests(1);
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("http"));
+    let lines = w.wait_log_lines(1);
+    let f = json_fields(&lines[0]);
+    assert_eq!(f["kind"], "\"intercepted\"", "{}", lines[0]);
+    assert_eq!(f["route"], "\"tun\"", "{}", lines[0]);
 }
 
 #[test]
@@ -345,7 +324,7 @@ fn tunnels_are_logged_with_byte_counts_and_refusals_with_502() {
     assert_eq!(f["status"], "200", "{}", lines[0]);
     // Bytes on the wire: the CONNECT head plus the 10 tunnelled bytes from the client; the
     // 200 head plus the 3 tunnelled bytes to it.
-    let connect_head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    let connect_head = connect_request(&target);
     let bytes_in = (connect_head.len() + 10).to_string();
     let bytes_out = (ESTABLISHED.len() + 3).to_string();
     assert_eq!(
@@ -360,10 +339,7 @@ fn tunnels_are_logged_with_byte_counts_and_refusals_with_502() {
     );
 
     let refused = format!("127.0.0.1:{}", free_port());
-    let resp = roundtrip(
-        w.proxy,
-        &format!("CONNECT {refused} HTTP/1.1\r\nHost: {refused}\r\n\r\n"),
-    );
+    let resp = roundtrip(w.proxy, &connect_request(&refused));
     assert_eq!(resp.status, 502);
     let lines = w.wait_log_lines(2);
     let f = json_fields(&lines[1]);

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufReader, ErrorKind, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -347,11 +347,7 @@ impl WsClient {
             (close.opcode, close.payload),
             (OP_CLOSE, 1000u16.to_be_bytes().to_vec())
         );
-        let mut rest = Vec::new();
-        match self.r.read_to_end(&mut rest) {
-            Ok(_) => assert!(rest.is_empty(), "bytes after the close frame: {rest:?}"),
-            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "not closed: {e}"),
-        }
+        assert_closed(&mut self.r, "after the close frame");
     }
 }
 
@@ -395,53 +391,50 @@ fn assert_upgrade_head(head: &str, host: &str) {
     );
 }
 
+/// Upgrades through `addr` with request-target `target` and `Host: host`, runs
+/// [`WsClient::exercise`], and asserts the upgrade reached `backend` as an upgrade.
+fn echo_through(addr: SocketAddr, target: &str, host: &str, backend: &WsBackend) {
+    WsClient::open(addr, target, host).exercise();
+    assert_upgrade_head(&wait_head(backend, 1), host);
+}
+
 #[test]
 fn websocket_echo_through_the_forward_port_pass_through() {
     let backend = WsBackend::start();
     let w = Watchtower::start(Opts::default());
     let host = format!("127.0.0.1:{}", backend.port());
-    let client = WsClient::open(w.proxy, &format!("http://{host}/chat"), &host);
-    client.exercise();
-    assert_upgrade_head(&wait_head(&backend, 1), &host);
+    echo_through(w.proxy, &format!("http://{host}/chat"), &host, &backend);
 }
 
 #[test]
 fn websocket_echo_through_the_forward_port_to_a_routed_domain() {
     let backend = WsBackend::start();
-    let w = Watchtower::start(Opts {
-        routes: route("ws", "ws.example.test", backend.port()),
-        ..Default::default()
-    });
-    let client = WsClient::open(w.proxy, "http://ws.example.test/chat", "ws.example.test");
-    client.exercise();
-    assert_upgrade_head(&wait_head(&backend, 1), "ws.example.test");
+    let w = Watchtower::with_routes(route("ws", "ws.example.test", backend.port()));
+    echo_through(
+        w.proxy,
+        "http://ws.example.test/chat",
+        "ws.example.test",
+        &backend,
+    );
 }
 
 #[test]
 fn websocket_echo_through_the_reverse_port_by_the_localhost_rule() {
     let backend = WsBackend::start();
-    let w = Watchtower::start(Opts {
-        routes: route("app", "app.example.test", backend.port()),
-        ..Default::default()
-    });
+    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
     let host = w.reverse.unwrap().to_string();
-    let client = WsClient::open(w.reverse.unwrap(), "/chat", &host);
-    client.exercise();
-    assert_upgrade_head(&wait_head(&backend, 1), &host);
+    echo_through(w.reverse.unwrap(), "/chat", &host, &backend);
 }
 
 #[test]
 fn websocket_echo_through_the_reverse_port_by_host_route() {
     let other = WsBackend::start();
     let backend = WsBackend::start();
-    let w = Watchtower::start(Opts {
-        routes: route("first", "first.example.test", other.port())
+    let w = Watchtower::with_routes(
+        route("first", "first.example.test", other.port())
             + &route("ws", "ws.example.test", backend.port()),
-        ..Default::default()
-    });
-    let client = WsClient::open(w.reverse.unwrap(), "/chat", "ws.example.test");
-    client.exercise();
-    assert_upgrade_head(&wait_head(&backend, 1), "ws.example.test");
+    );
+    echo_through(w.reverse.unwrap(), "/chat", "ws.example.test", &backend);
     assert!(
         other.heads().is_empty(),
         "the first route's backend got the upgrade"

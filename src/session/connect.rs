@@ -131,6 +131,23 @@ pub(super) fn step(x: &mut Exchange, conn: &mut Conn, ctx: &mut Ctx) -> Step {
     if let Err(e) = up.sock.socket().set_nodelay(true) {
         log::debug!("set_nodelay: {e}");
     }
+    if let Some(name) = x.tls_name() {
+        // rustls sends the ClientHello with the first flush; the request head waits in it
+        // until the handshake is done.
+        match rustls::ClientConnection::new(std::sync::Arc::clone(&ctx.tls_client), name.clone()) {
+            Ok(client) => up.sock.start_tls(client),
+            Err(e) => {
+                conn.drop_upstream();
+                return answer::reply(
+                    conn,
+                    ctx,
+                    502,
+                    format_args!("cannot start TLS with upstream {}: {e}", x.upstream_name()),
+                    false,
+                );
+            }
+        }
+    }
     if x.is_tunnel() {
         let tunnel = Tunnel::connected(conn, ctx);
         std::mem::take(x).release(ctx);

@@ -31,6 +31,7 @@ use crate::context::Ctx;
 use crate::http::{self, BodyFraming, BodyKind, ChunkError, Method, RequestHead, ResponseHead};
 use crate::relay::copy::{read_into, write_from};
 use crate::relay::{Buf, IoOutcome};
+use rustls::pki_types::ServerName;
 
 use super::answer;
 use super::head::ReadHead;
@@ -98,6 +99,8 @@ pub(crate) struct Exchange {
     addrs: Vec<SocketAddr>,
     next_addr: usize,
     last_dial_error: Option<io::ErrorKind>,
+    /// Speak TLS to the upstream, with this server name (reverse HTTPS pass-through).
+    tls: Option<ServerName<'static>>,
 }
 
 impl Default for Exchange {
@@ -130,6 +133,7 @@ impl Default for Exchange {
             addrs: Vec::new(),
             next_addr: 0,
             last_dial_error: None,
+            tls: None,
         }
     }
 }
@@ -162,6 +166,21 @@ impl Exchange {
 
     pub fn is_tunnel(&self) -> bool {
         self.tunnel
+    }
+
+    /// The upstream is to be spoken to over TLS, verified for `name`.
+    pub fn set_tls(&mut self, name: ServerName<'static>) {
+        self.tls = Some(name);
+    }
+
+    /// True when the upstream connection must speak TLS.
+    pub fn wants_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The server name to verify, for a TLS upstream.
+    pub fn tls_name(&self) -> Option<&ServerName<'static>> {
+        self.tls.as_ref()
     }
 
     pub fn started_dial(&mut self, now: Instant, name: Text) {
@@ -604,6 +623,15 @@ impl Exchange {
     fn upstream_failed(&mut self, kind: io::ErrorKind, conn: &mut Conn, ctx: &mut Ctx) -> Step {
         if self.resp_started {
             return Step::Close(CloseReason::UpstreamFailed(kind));
+        }
+        if let Some(e) = conn.upstream.as_ref().and_then(|u| u.sock.tls_error()) {
+            let name = self.name.clone();
+            let e = e.clone();
+            return self.upstream_error(
+                conn,
+                ctx,
+                format_args!("TLS with upstream {name} failed: {e}"),
+            );
         }
         let what = match kind {
             io::ErrorKind::ConnectionReset => "reset the connection",

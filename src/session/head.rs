@@ -14,6 +14,7 @@
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::time::Instant;
 
 use crate::apilog::{Kind, Text};
@@ -23,10 +24,12 @@ use crate::relay::IoOutcome;
 use crate::relay::copy::read_into;
 use crate::resolve::Query;
 use crate::route::{self, Decision, ListenerKind};
+use rustls::pki_types::ServerName;
 
 use super::answer;
 use super::connect;
 use super::exchange::Exchange;
+use super::intercept::{Intercept, Pin};
 use super::{CloseReason, Conn, Phase, Step};
 
 /// Waiting for, or reading, a request head.
@@ -197,20 +200,39 @@ fn decide(head: RequestHead, conn: &mut Conn, ctx: &mut Ctx) -> Step {
     step
 }
 
+/// Where a request goes, borrowed from the route table or the session's pin.
+struct Target<'a> {
+    host: &'a str,
+    port: u16,
+    /// A local route's target: forwarding headers are added.
+    to_local: bool,
+    route: Option<&'a str>,
+    /// Pass-through from the reverse HTTPS port: the real server is spoken to over TLS.
+    tls: bool,
+}
+
 /// Checks the head fits this listener, routes it, rewrites it, and moves on.
 fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx) -> Step {
     conn.requests += 1;
     conn.method = head.method;
     let is_connect = head.method == Method::Connect;
+    // Both are reference-counted so the borrows below do not hold `conn` or `ctx`.
+    let pin = conn.pin.clone();
+    let routes = Rc::clone(&ctx.routes);
     let authority = head.authority.map(|s| s.str_of(src)).unwrap_or("");
     let path: &[u8] = if head.path.is_empty() {
         b"/"
     } else {
         head.path.of(src)
     };
+    let kind = match (&pin, is_connect) {
+        (Some(_), _) => Kind::Intercepted,
+        (None, true) => Kind::Tunnel,
+        (None, false) => Kind::Http,
+    };
     conn.begin_record(
         ctx,
-        if is_connect { Kind::Tunnel } else { Kind::Http },
+        kind,
         head.method_span.of(src),
         authority.as_bytes(),
         (!is_connect).then_some(path),
@@ -220,8 +242,9 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
     // there is no body to skip.
     let keep = head.keep_alive && head.body == BodyKind::None;
 
-    match (conn.listener, head.form) {
-        (ListenerKind::Forward, TargetForm::Origin | TargetForm::Asterisk) => {
+    let forward_port = conn.listener == ListenerKind::Forward && pin.is_none();
+    match head.form {
+        TargetForm::Origin | TargetForm::Asterisk if forward_port => {
             return answer::reply(
                 conn,
                 ctx,
@@ -234,7 +257,7 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
                 keep,
             );
         }
-        (ListenerKind::ReverseHttp | ListenerKind::ReverseHttps, TargetForm::Authority) => {
+        TargetForm::Authority if !forward_port => {
             return answer::reply(
                 conn,
                 ctx,
@@ -254,20 +277,48 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
             false,
         );
     };
-    let (dial_host, dial_port, to_local) =
-        match ctx
-            .routes
-            .decide(authority, ctx.local_routing, conn.listener)
-        {
-            Decision::Local(r) => {
-                if let Some(rec) = conn.rec_mut() {
-                    rec.route = Some(Text::from_str(&r.id));
-                }
-                (r.target_host.as_str(), r.target_port, true)
-            }
-            Decision::Pass => (host, port.unwrap_or(80), false),
-        };
-    let name = upstream_name(dial_host, dial_port);
+    let https_client = conn.client.is_tls();
+    let target = match pin.as_deref() {
+        Some(p) => Target {
+            host: &p.target_host,
+            port: p.target_port,
+            to_local: true,
+            route: Some(p.route_id.as_str()),
+            tls: false,
+        },
+        None => match routes.decide(authority, ctx.local_routing, conn.listener) {
+            Decision::Local(r) => Target {
+                host: &r.target_host,
+                port: r.target_port,
+                to_local: true,
+                route: Some(&r.id),
+                tls: false,
+            },
+            Decision::Pass => Target {
+                host,
+                port: port.unwrap_or(if https_client { 443 } else { 80 }),
+                to_local: false,
+                route: None,
+                tls: https_client,
+            },
+        },
+    };
+    if let Some(rec) = conn.rec_mut() {
+        rec.route = target.route.map(Text::from_str);
+    }
+    if is_connect && target.to_local {
+        // SPEC §3: a CONNECT to a routed host is terminated here, not tunnelled.
+        conn.rec = None; // each request inside gets its own `intercepted` line
+        conn.pin = Some(Rc::new(Pin {
+            authority: Text::from_str(authority),
+            host: host.into(),
+            route_id: Text::from_str(target.route.unwrap_or("")),
+            target_host: target.host.into(),
+            target_port: target.port,
+        }));
+        return Step::Next(Phase::Intercept(Intercept::new(ctx)));
+    }
+    let name = upstream_name(target.host, target.port);
     if let Some(rec) = conn.rec_mut() {
         rec.upstream = Some(name.clone());
     }
@@ -285,9 +336,9 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
             );
         };
         let fwd = Forwarding {
-            to_local,
+            to_local: target.to_local,
             client_ip: conn.client_addr.ip(),
-            proto: "http",
+            proto: if https_client { "https" } else { "http" },
             upgrade: head.upgrade,
         };
         match http::write_request_head(src, head, &fwd, out.raw_mut()) {
@@ -305,12 +356,25 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
         }
         Exchange::http(head, out)
     };
-    let dial_host: Box<str> = dial_host.into();
-    dial(&mut x, name, &dial_host, dial_port, conn, ctx)
+    if target.tls {
+        match ServerName::try_from(target.host) {
+            Ok(sni) => x.set_tls(sni.to_owned()),
+            Err(_) => {
+                return answer::reply(
+                    conn,
+                    ctx,
+                    502,
+                    format_args!("{:?} is not a name a TLS certificate can have", target.host),
+                    keep,
+                );
+            }
+        }
+    }
+    dial(&mut x, name, target.host, target.port, conn, ctx)
 }
 
-/// Reuses the upstream connection when it goes to the same `host:port`, else resolves
-/// (unless the host is an IP literal) and connects.
+/// Reuses the upstream connection when it goes to the same `host:port` the same way (plain
+/// or TLS), else resolves (unless the host is an IP literal) and connects.
 fn dial(
     x: &mut Exchange,
     name: Text,
@@ -321,12 +385,17 @@ fn dial(
 ) -> Step {
     x.started_dial(ctx.now, name);
     if let Some(up) = &conn.upstream {
-        if up.connected && up.name.as_str() == x.upstream_name() && !x.is_tunnel() {
+        let same = up.name.as_str() == x.upstream_name() && up.sock.is_tls() == x.wants_tls();
+        if up.connected && same && !x.is_tunnel() {
             return Step::Next(Phase::Exchange(std::mem::take(x)));
         }
         conn.drop_upstream();
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
+    if let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         x.set_addrs(vec![SocketAddr::new(ip, port)]);
         return connect::start(std::mem::take(x), conn, ctx);
     }

@@ -17,11 +17,13 @@ mod answer;
 mod connect;
 mod exchange;
 mod head;
+mod intercept;
 mod tunnel;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Instant, SystemTime};
 
 use mio::net::TcpStream;
@@ -39,6 +41,8 @@ use crate::timer::Deadline;
 pub(crate) use answer::Answer;
 pub(crate) use exchange::Exchange;
 pub(crate) use head::ReadHead;
+pub use intercept::fuzz_client_hello;
+pub(crate) use intercept::{Handshake, Intercept, Pin};
 pub(crate) use tunnel::Tunnel;
 
 /// Bound on phase steps per [`Session::drive`] call, so one busy connection cannot starve
@@ -137,6 +141,10 @@ pub(crate) enum Phase {
     Exchange(Exchange),
     /// Copying bytes both ways (CONNECT, or after `101 Switching Protocols`).
     Tunnel(Tunnel),
+    /// Answering an intercepted CONNECT and sniffing what the client speaks.
+    Intercept(Intercept),
+    /// Reading a ClientHello and choosing the certificate.
+    Handshake(Handshake),
     /// Writing a response Watchtower made itself.
     Answer(Answer),
     /// Our side is shut; reading and discarding what the client still sends.
@@ -152,6 +160,8 @@ impl Phase {
             Phase::Connect(_) => "Connect",
             Phase::Exchange(_) => "Exchange",
             Phase::Tunnel(_) => "Tunnel",
+            Phase::Intercept(_) => "Intercept",
+            Phase::Handshake(_) => "Handshake",
             Phase::Answer(_) => "Answer",
             Phase::Linger => "Linger",
         }
@@ -190,6 +200,8 @@ pub(crate) struct Conn {
     pub rec: Option<Rec>,
     /// Method of the request in flight (a HEAD gets canned answers without a body).
     pub method: Method,
+    /// Set by an intercepted CONNECT: the route every request on this connection goes to.
+    pub pin: Option<Rc<Pin>>,
     pub deadline: Deadline,
     /// Requests read on this connection so far.
     pub requests: u32,
@@ -318,10 +330,18 @@ impl Session {
             upstream: None,
             rec: None,
             method: Method::Other,
+            pin: None,
             deadline: Deadline::default(),
             requests: 0,
         };
-        let phase = ReadHead::fresh(&mut conn, ctx);
+        let phase = if listener == ListenerKind::ReverseHttps {
+            let h = Handshake::new(ctx);
+            let at = h.deadline(ctx);
+            conn.set_deadline(ctx, Some(at));
+            Phase::Handshake(h)
+        } else {
+            ReadHead::fresh(&mut conn, ctx)
+        };
         Session { conn, phase }
     }
 
@@ -370,6 +390,8 @@ impl Session {
                 Phase::Connect(x) => connect::step(x, conn, ctx),
                 Phase::Exchange(x) => x.step(conn, ctx),
                 Phase::Tunnel(t) => t.step(conn, ctx),
+                Phase::Intercept(i) => i.step(conn, ctx),
+                Phase::Handshake(h) => h.step(conn, ctx),
                 Phase::Answer(a) => a.step(conn, ctx),
                 Phase::Linger => answer::linger(conn),
             };
@@ -413,7 +435,13 @@ impl Session {
             Phase::ReadHead(r) => r.timeout(conn, ctx),
             Phase::Resolve(_) | Phase::Connect(_) => connect::timeout(conn, ctx),
             Phase::Exchange(x) => x.timeout(conn, ctx),
-            Phase::Tunnel(_) | Phase::Answer(_) => Step::Close(CloseReason::Idle),
+            Phase::Tunnel(_) | Phase::Answer(_) | Phase::Intercept(_) => {
+                Step::Close(CloseReason::Idle)
+            }
+            Phase::Handshake(_) => {
+                intercept::log_tls_failure(conn, ctx, &"no ClientHello in time");
+                Step::Close(CloseReason::Idle)
+            }
             Phase::Linger => Step::Close(CloseReason::Finished),
         };
         self.apply(step, ctx)
@@ -476,6 +504,8 @@ impl Session {
             Phase::Resolve(x) | Phase::Connect(x) => Some(x.dial_deadline(ctx)),
             Phase::Exchange(x) => Some(x.deadline(ctx)),
             Phase::Tunnel(t) => Some(t.deadline(ctx)),
+            Phase::Intercept(i) => Some(i.deadline(ctx)),
+            Phase::Handshake(h) => Some(h.deadline(ctx)),
             Phase::Answer(a) => Some(a.deadline(ctx)),
             Phase::Linger => self.conn.deadline.at(),
         };
@@ -489,6 +519,11 @@ impl Session {
             self.conn.client_addr,
             self.phase.name()
         );
+        if let CloseReason::ClientFailed(_) = reason
+            && let Some(e) = self.conn.client.tls_error().cloned()
+        {
+            intercept::log_tls_failure(&mut self.conn, ctx, &e);
+        }
         let error: Option<&dyn fmt::Display> = match reason {
             CloseReason::Finished => None,
             _ => Some(&reason),
@@ -507,7 +542,11 @@ fn release_phase(phase: Phase, ctx: &mut Ctx) {
     match phase {
         Phase::Resolve(x) | Phase::Connect(x) | Phase::Exchange(x) => x.release(ctx),
         Phase::Tunnel(t) => t.release(ctx),
-        Phase::ReadHead(_) | Phase::Answer(_) | Phase::Linger => {}
+        Phase::ReadHead(_)
+        | Phase::Answer(_)
+        | Phase::Linger
+        | Phase::Intercept(_)
+        | Phase::Handshake(_) => {}
     }
 }
 
@@ -529,6 +568,6 @@ mod tests {
     #[test]
     fn session_size_is_a_visible_decision() {
         let size = std::mem::size_of::<Session>();
-        assert!(size <= 1408, "Session grew to {size} bytes");
+        assert!(size <= 1456, "Session grew to {size} bytes");
     }
 }

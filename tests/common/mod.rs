@@ -70,12 +70,16 @@ pub fn disabled_route(id: &str, domain: &str, port: u16) -> String {
 #[derive(Clone)]
 pub struct Opts {
     pub reverse_http: bool,
+    pub reverse_https: bool,
     pub local_routing: bool,
     pub api_log: bool,
     /// Lines for the `[timeouts]` table, e.g. `"request_header = 1\n"`.
     pub timeouts: String,
     /// `[[route]]` blocks (see [`route`]).
     pub routes: String,
+    /// Extra lines for the `[tls]` table (the CA always lives in the temporary folder),
+    /// e.g. `"extra_roots = \"origin-ca.pem\"\n"`.
+    pub tls: String,
     /// Extra command-line arguments.
     pub args: Vec<String>,
 }
@@ -84,10 +88,12 @@ impl Default for Opts {
     fn default() -> Opts {
         Opts {
             reverse_http: true,
+            reverse_https: false,
             local_routing: true,
             api_log: true,
             timeouts: String::new(),
             routes: String::new(),
+            tls: String::new(),
             args: Vec::new(),
         }
     }
@@ -98,12 +104,21 @@ pub struct Watchtower {
     child: Child,
     pub proxy: SocketAddr,
     pub reverse: Option<SocketAddr>,
+    pub reverse_tls: Option<SocketAddr>,
     pub dir: TempDir,
     pub config_path: PathBuf,
     stderr: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl Watchtower {
+    /// Starts Watchtower with the default options and the given `[[route]]` blocks.
+    pub fn with_routes(routes: String) -> Watchtower {
+        Watchtower::start(Opts {
+            routes,
+            ..Default::default()
+        })
+    }
+
     pub fn start(opts: Opts) -> Watchtower {
         // Ports found free can be taken by someone else before we bind: retry a few times.
         for attempt in 0..5 {
@@ -120,6 +135,7 @@ impl Watchtower {
         let dir = TempDir::new("wt");
         let proxy_port = free_port();
         let reverse_port = opts.reverse_http.then(free_port);
+        let reverse_tls_port = opts.reverse_https.then(free_port);
         let mut toml = format!(
             "[proxy]\nlisten = \"127.0.0.1\"\nproxy_port = {proxy_port}\nlocal_routing = {}\n",
             opts.local_routing
@@ -127,6 +143,14 @@ impl Watchtower {
         if let Some(p) = reverse_port {
             toml += &format!("reverse_http_port = {p}\n");
         }
+        if let Some(p) = reverse_tls_port {
+            toml += &format!("reverse_https_port = {p}\n");
+        }
+        // Never the user's data directory: each run gets its own CA.
+        toml += &format!(
+            "\n[tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\n{}",
+            opts.tls
+        );
         if opts.api_log {
             toml += "\n[log]\napi_log = \"api.jsonl\"\n";
         }
@@ -165,6 +189,7 @@ impl Watchtower {
             child,
             proxy: SocketAddr::from(([127, 0, 0, 1], proxy_port)),
             reverse: reverse_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+            reverse_tls: reverse_tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
             dir,
             config_path,
             stderr,
@@ -236,6 +261,11 @@ impl Watchtower {
             .unwrap()
     }
 
+    /// The CA certificate this instance created, as PEM.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ca.pem")).unwrap()
+    }
+
     /// Path of the API log.
     pub fn api_log_path(&self) -> PathBuf {
         self.dir.path().join("api.jsonl")
@@ -294,6 +324,39 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s.set_write_timeout(Some(WAIT)).unwrap();
     s.set_nodelay(true).unwrap();
     s
+}
+
+/// An absolute-form GET for `http://127.0.0.1:port{path}`.
+pub fn abs_get(port: u16, path: &str) -> String {
+    format!("GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+}
+
+/// A CONNECT request head for `target` (`host:port`).
+pub fn connect_request(target: &str) -> String {
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")
+}
+
+/// Writes `bytes` on `from` and asserts that exactly they arrive on `to`.
+pub fn pass_bytes(from: &mut TcpStream, to: &mut TcpStream, bytes: &[u8]) {
+    from.write_all(bytes).unwrap();
+    let mut got = vec![0u8; bytes.len()];
+    to.read_exact(&mut got).unwrap();
+    assert_eq!(got, bytes);
+}
+
+/// Asserts the peer closed the connection: EOF (or a reset), not a timeout and not more bytes.
+/// `ctx` says what the connection was for.
+pub fn assert_closed(r: &mut impl Read, ctx: &str) {
+    let mut rest = Vec::new();
+    match r.read_to_end(&mut rest) {
+        Ok(_) => assert!(
+            rest.is_empty(),
+            "{ctx}: bytes where EOF was expected: {:?}",
+            String::from_utf8_lossy(&rest)
+        ),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{ctx}: the connection was not closed: {e}"),
+    }
 }
 
 /// A parsed HTTP response.
