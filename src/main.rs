@@ -141,7 +141,10 @@ fn run(args: &Args) -> ExitCode {
     let listening: Vec<String> = proxy
         .local_addrs()
         .iter()
-        .map(|(name, addr)| format!("{name} http://{addr}"))
+        .map(|(name, addr)| {
+            let scheme = if *name == "reverse_https" { "https" } else { "http" };
+            format!("{name} {scheme}://{addr}")
+        })
         .collect();
     let enabled = config.routes.iter().filter(|r| r.enabled).count();
     eprintln!(
