@@ -142,7 +142,11 @@ fn run(args: &Args) -> ExitCode {
         .local_addrs()
         .iter()
         .map(|(name, addr)| {
-            let scheme = if *name == "reverse_https" { "https" } else { "http" };
+            let scheme = if *name == "reverse_https" {
+                "https"
+            } else {
+                "http"
+            };
             format!("{name} {scheme}://{addr}")
         })
         .collect();

@@ -257,7 +257,22 @@ impl LocalCa {
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, CA_COMMON_NAME);
         name.push(DnType::OrganizationName, CA_ORGANIZATION);
-        name.push(DnType::OrganizationalUnitName, owner());
+        // The creation date makes each CA's name distinct, so a client that still trusts a
+        // regenerated CA's predecessor reports an unknown issuer, not a bad signature, and
+        // trust-store listings tell the two apart.
+        let now = since_epoch().as_secs() as i64;
+        let time_of_day = now.rem_euclid(DAY_SECS as i64);
+        let created = format!(
+            "{} {:02}:{:02}:{:02} UTC",
+            format_date(now),
+            time_of_day / 3600,
+            time_of_day / 60 % 60,
+            time_of_day % 60
+        );
+        name.push(
+            DnType::OrganizationalUnitName,
+            format!("{} (created {created})", owner()),
+        );
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];

@@ -2,6 +2,7 @@
 //! loopback ports with a temporary config, run small HTTP backends on std threads, and speak
 //! raw HTTP/1.1 to the proxy. Every wait has a deadline; nothing sleeps and hopes.
 #![allow(dead_code)]
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -166,6 +167,9 @@ impl Watchtower {
             .arg(&config_path)
             .args(&opts.args)
             .current_dir(dir.path())
+            // Tests read info-level lines (the ready line, mints): a caller's RUST_LOG
+            // must not silence them.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
