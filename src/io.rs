@@ -17,6 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 
 use mio::net::TcpStream;
 
@@ -117,6 +118,13 @@ impl Transport {
             }
             other => other,
         }
+    }
+}
+
+impl AsRawFd for Transport {
+    /// The socket's descriptor (for splice; only meaningful on a plain transport).
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
     }
 }
 

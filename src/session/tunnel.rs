@@ -6,6 +6,10 @@
 //! the other side's sending half is shut once the buffered bytes are delivered (half-close,
 //! RFC 9293 §3.6); the tunnel ends when both directions are shut, or after `idle` with no
 //! traffic. The log record (one line per tunnel, SPEC §10) is written when it ends.
+//!
+//! When neither side speaks TLS through Watchtower (a blind CONNECT, a plain WebSocket), the
+//! bytes never need to reach user space: on Linux each direction moves through a pipe with
+//! splice(2) (`relay::splice`), after any bytes already buffered have been delivered.
 
 use std::io;
 use std::time::Instant;
@@ -13,6 +17,8 @@ use std::time::Instant;
 use crate::context::Ctx;
 use crate::io::Transport;
 use crate::relay::copy::{read_into, write_from};
+#[cfg(target_os = "linux")]
+use crate::relay::splice::Pipe;
 use crate::relay::{Buf, BufPool, IoOutcome, Ready};
 
 use super::{CloseReason, Conn, Step};
@@ -29,6 +35,9 @@ struct Flow {
     eof: bool,
     /// FIN was passed on to the destination; this direction is finished.
     shut: bool,
+    /// Kernel pipe for zero-copy relaying, created on first use.
+    #[cfg(target_os = "linux")]
+    pipe: Option<Pipe>,
 }
 
 /// Which end of a tunnel failed.
@@ -92,6 +101,69 @@ fn pump(
             flow.shut = true;
             moved = true;
         }
+    }
+    Ok((delivered, moved))
+}
+
+/// Like [`pump`], but moving the bytes inside the kernel: buffered leftovers first, then
+/// socket -> pipe -> socket. Falls back to [`pump`] when no pipe can be had.
+#[cfg(target_os = "linux")]
+fn pump_spliced(
+    src: &mut Transport,
+    src_ready: &mut Ready,
+    dst: &mut Transport,
+    dst_ready: &mut Ready,
+    flow: &mut Flow,
+    pool: &mut BufPool,
+) -> Result<(usize, bool), Failure> {
+    if flow.shut {
+        return Ok((0, false));
+    }
+    if flow.buf.as_ref().is_some_and(|b| !b.is_empty()) {
+        return pump(src, src_ready, dst, dst_ready, flow, pool);
+    }
+    pool.release(&mut flow.buf);
+    let pipe = match flow.pipe {
+        Some(ref mut p) => p,
+        None if flow.eof || !src_ready.readable => {
+            return pump(src, src_ready, dst, dst_ready, flow, pool);
+        }
+        None => match Pipe::new() {
+            Ok(p) => flow.pipe.insert(p),
+            Err(e) => {
+                log::debug!("no pipe for splice ({e}); copying through a buffer");
+                return pump(src, src_ready, dst, dst_ready, flow, pool);
+            }
+        },
+    };
+    let mut delivered = 0;
+    let mut moved = false;
+    for _ in 0..2 {
+        match pipe.drain(dst, dst_ready) {
+            IoOutcome::Done(n) => {
+                delivered += n;
+                moved = true;
+            }
+            IoOutcome::Failed(k) => return Err(Failure::Destination(k)),
+            IoOutcome::Blocked | IoOutcome::Eof => {}
+        }
+        if pipe.has_pending() || flow.eof {
+            break;
+        }
+        match pipe.fill(src, src_ready) {
+            IoOutcome::Done(_) => moved = true,
+            IoOutcome::Eof => {
+                flow.eof = true;
+                moved = true;
+            }
+            IoOutcome::Blocked => break,
+            IoOutcome::Failed(k) => return Err(Failure::Source(k)),
+        }
+    }
+    if flow.eof && !pipe.has_pending() {
+        let _ = dst.shutdown_write();
+        flow.shut = true;
+        moved = true;
     }
     Ok((delivered, moved))
 }
@@ -167,7 +239,15 @@ impl Tunnel {
                 IoOutcome::Blocked | IoOutcome::Eof => return Step::Wait,
             }
         }
-        let c2u = pump(
+        #[cfg(target_os = "linux")]
+        let relay = if conn.client.is_tls() || up.sock.is_tls() {
+            pump
+        } else {
+            pump_spliced
+        };
+        #[cfg(not(target_os = "linux"))]
+        let relay = pump;
+        let c2u = relay(
             &mut conn.client,
             &mut conn.client_ready,
             &mut up.sock,
@@ -180,7 +260,7 @@ impl Tunnel {
             Err(Failure::Source(k)) => return Step::Close(CloseReason::ClientFailed(k)),
             Err(Failure::Destination(k)) => return Step::Close(CloseReason::UpstreamFailed(k)),
         };
-        let u2c = pump(
+        let u2c = relay(
             &mut up.sock,
             &mut up.ready,
             &mut conn.client,
