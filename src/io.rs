@@ -218,6 +218,19 @@ impl Write for Transport {
         Ok(n)
     }
 
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return self.sock.write_vectored(bufs);
+        };
+        flush_quietly(tls, &mut self.sock)?;
+        let n = tls.conn.writer().write_vectored(bufs)?;
+        flush_quietly(tls, &mut self.sock)?;
+        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         match self.tls.as_mut() {
             Some(tls) => flush_quietly(tls, &mut self.sock),

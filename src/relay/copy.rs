@@ -6,7 +6,7 @@
 //! reported as [`IoOutcome`] values, never panics, and carry the `io::ErrorKind` so the session
 //! can say which side failed and how.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 
 use super::pool::Buf;
 
@@ -68,6 +68,37 @@ pub fn write_from(dst: &mut impl Write, ready: &mut Ready, data: &[u8]) -> IoOut
     }
     loop {
         match dst.write(data) {
+            Ok(0) => return IoOutcome::Failed(io::ErrorKind::WriteZero),
+            Ok(n) => return IoOutcome::Done(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready.writable = false;
+                return IoOutcome::Blocked;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return IoOutcome::Failed(e.kind()),
+        }
+    }
+}
+
+/// Writes `first` then `second` in one vectored call (a head and the body bytes already
+/// buffered behind it cost one syscall, not two). Returns how many bytes went, counted
+/// across both.
+pub fn write_two(
+    dst: &mut impl Write,
+    ready: &mut Ready,
+    first: &[u8],
+    second: &[u8],
+) -> IoOutcome {
+    if first.is_empty() || second.is_empty() {
+        let only = if first.is_empty() { second } else { first };
+        return write_from(dst, ready, only);
+    }
+    if !ready.writable {
+        return IoOutcome::Blocked;
+    }
+    let bufs = [IoSlice::new(first), IoSlice::new(second)];
+    loop {
+        match dst.write_vectored(&bufs) {
             Ok(0) => return IoOutcome::Failed(io::ErrorKind::WriteZero),
             Ok(n) => return IoOutcome::Done(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -29,7 +29,7 @@ use std::time::Instant;
 use crate::apilog::Text;
 use crate::context::Ctx;
 use crate::http::{self, BodyFraming, BodyKind, ChunkError, Method, RequestHead, ResponseHead};
-use crate::relay::copy::{read_into, write_from};
+use crate::relay::copy::{read_into, write_from, write_two};
 use crate::relay::{Buf, IoOutcome};
 use rustls::pki_types::ServerName;
 
@@ -286,25 +286,10 @@ impl Exchange {
     /// Request head, then body bytes, client -> upstream.
     fn send_request(&mut self, conn: &mut Conn, ctx: &mut Ctx) -> Result<bool, Step> {
         let mut moved = false;
-        let Some(up) = conn.upstream.as_mut() else {
+        if conn.upstream.is_none() {
             return Err(Step::Close(CloseReason::UpstreamClosed));
-        };
-        if let Some(h) = self.req_head.as_mut() {
-            match write_from(&mut up.sock, &mut up.ready, h.filled()) {
-                IoOutcome::Done(n) => {
-                    h.consume(n);
-                    moved = true;
-                    if h.is_empty() {
-                        ctx.pool.release(&mut self.req_head);
-                    }
-                }
-                IoOutcome::Failed(k) => return Err(self.upstream_failed(k, conn, ctx)),
-                IoOutcome::Blocked | IoOutcome::Eof => {}
-            }
-            if self.req_head.is_some() {
-                return Ok(moved);
-            }
         }
+        // Scan buffered body bytes first, so they can leave with the head in one write.
         if self.req_ready == 0
             && !self.req_body.is_done()
             && let Some(cin) = conn.cin.as_ref().filter(|b| !b.is_empty())
@@ -314,20 +299,34 @@ impl Exchange {
                 Err(e) => return Err(self.bad_request_body(e, conn, ctx)),
             }
         }
-        if self.req_ready > 0 {
-            let (Some(cin), Some(up)) = (conn.cin.as_mut(), conn.upstream.as_mut()) else {
+        let pending_head = self.req_head.as_ref().map(|h| h.len()).unwrap_or(0);
+        if pending_head > 0 || self.req_ready > 0 {
+            let (Some(up), cin) = (conn.upstream.as_mut(), conn.cin.as_mut()) else {
                 return Err(Step::Close(CloseReason::UpstreamClosed));
             };
-            match write_from(&mut up.sock, &mut up.ready, &cin.filled()[..self.req_ready]) {
+            let head: &[u8] = self.req_head.as_ref().map(Buf::filled).unwrap_or(&[]);
+            let body: &[u8] = match &cin {
+                Some(cin) if self.req_ready > 0 => &cin.filled()[..self.req_ready],
+                _ => &[],
+            };
+            match write_two(&mut up.sock, &mut up.ready, head, body) {
                 IoOutcome::Done(n) => {
-                    cin.consume(n);
-                    self.req_ready -= n;
-                    conn.count_in(n);
                     moved = true;
+                    let from_head = n.min(pending_head);
+                    if let Some(h) = self.req_head.as_mut() {
+                        h.consume(from_head);
+                    }
+                    let from_body = n - from_head;
+                    if let Some(cin) = cin {
+                        cin.consume(from_body);
+                    }
+                    self.req_ready -= from_body;
+                    conn.count_in(from_body);
                 }
                 IoOutcome::Failed(k) => return Err(self.upstream_failed(k, conn, ctx)),
                 IoOutcome::Blocked | IoOutcome::Eof => {}
             }
+            ctx.pool.release_if_empty(&mut self.req_head);
         } else if !self.req_body.is_done() {
             let cin = match conn.cin {
                 Some(ref mut b) => b,
@@ -343,7 +342,11 @@ impl Exchange {
                 IoOutcome::Blocked => {}
             }
         }
-        if self.sent_at.is_none() && self.req_ready == 0 && self.req_body.is_done() {
+        if self.sent_at.is_none()
+            && self.req_head.is_none()
+            && self.req_ready == 0
+            && self.req_body.is_done()
+        {
             self.sent_at = Some(ctx.now);
         }
         Ok(moved)
@@ -366,50 +369,45 @@ impl Exchange {
                 return Ok(moved);
             }
         }
-        if let Some(h) = self.resp_head.as_mut() {
-            match write_from(&mut conn.client, &mut conn.client_ready, h.filled()) {
-                IoOutcome::Done(n) => {
-                    h.consume(n);
-                    conn.count_out(n);
-                    moved = true;
-                }
-                IoOutcome::Failed(k) => return Err(Step::Close(CloseReason::ClientFailed(k))),
-                IoOutcome::Blocked | IoOutcome::Eof => {}
-            }
-            if h.is_empty() {
-                ctx.pool.release(&mut self.resp_head);
-                if self.switching {
-                    let tunnel = Tunnel::upgraded(conn, self.uin.take(), ctx);
-                    return Err(Step::Next(Phase::Tunnel(tunnel)));
-                }
-            } else {
-                return Ok(moved);
-            }
-        }
-        if self.resp_ready > 0 {
-            let Some(uin) = self.uin.as_mut() else {
-                return Err(Step::Close(CloseReason::UpstreamClosed));
+        let pending_head = self.resp_head.as_ref().map(|h| h.len()).unwrap_or(0);
+        if pending_head > 0 || self.resp_ready > 0 {
+            // The head and the body bytes already scanned behind it leave in one write.
+            let head: &[u8] = self.resp_head.as_ref().map(Buf::filled).unwrap_or(&[]);
+            let body: &[u8] = match &self.uin {
+                Some(uin) if self.resp_ready > 0 => &uin.filled()[..self.resp_ready],
+                _ => &[],
             };
-            match write_from(
-                &mut conn.client,
-                &mut conn.client_ready,
-                &uin.filled()[..self.resp_ready],
-            ) {
+            match write_two(&mut conn.client, &mut conn.client_ready, head, body) {
                 IoOutcome::Done(n) => {
-                    uin.consume(n);
-                    self.resp_ready -= n;
-                    conn.count_out(n);
                     moved = true;
+                    conn.count_out(n);
+                    let from_head = n.min(pending_head);
+                    if let Some(h) = self.resp_head.as_mut() {
+                        h.consume(from_head);
+                    }
+                    let from_body = n - from_head;
+                    if let Some(uin) = self.uin.as_mut() {
+                        uin.consume(from_body);
+                    }
+                    self.resp_ready -= from_body;
                 }
                 IoOutcome::Failed(k) => return Err(Step::Close(CloseReason::ClientFailed(k))),
                 IoOutcome::Blocked | IoOutcome::Eof => {}
             }
-            if self.resp_ready > 0 {
+            if self.resp_head.as_ref().is_some_and(|h| !h.is_empty()) || self.resp_ready > 0 {
                 return Ok(moved);
             }
-            if self.discard_rest {
+            ctx.pool.release(&mut self.resp_head);
+            if self.switching {
+                let tunnel = Tunnel::upgraded(conn, self.uin.take(), ctx);
+                return Err(Step::Next(Phase::Tunnel(tunnel)));
+            }
+            if self.discard_rest
+                && let Some(uin) = self.uin.as_mut()
+            {
                 let extra = uin.len();
                 uin.consume(extra);
+                self.discard_rest = false;
             }
         }
         if let Resp::Body(f) = self.resp
@@ -470,21 +468,8 @@ impl Exchange {
                     }
                 }
             }
-            Resp::Body(mut f) if !uin.is_empty() => {
-                let scan = match f.scan(uin.filled()) {
-                    Ok(scan) => scan,
-                    Err(e) => {
-                        log::debug!("upstream {}: bad response framing: {e}", self.name);
-                        return Err(Step::Close(CloseReason::BadFraming));
-                    }
-                };
-                self.resp = Resp::Body(f);
-                self.resp_ready = scan.consumed;
-                if scan.done && scan.consumed < uin.len() {
-                    // More bytes than the response framed: the connection is not reusable.
-                    self.discard_rest = true;
-                    self.upstream_keep = false;
-                }
+            Resp::Body(_) if !uin.is_empty() => {
+                self.scan_response_body()?;
                 return Ok(true);
             }
             _ => {}
@@ -589,6 +574,34 @@ impl Exchange {
             self.resp = Resp::Done;
         } else {
             self.resp = Resp::Body(BodyFraming::new(head.body));
+            // Body bytes that came with the head can leave with it.
+            self.scan_response_body()?;
+        }
+        Ok(())
+    }
+
+    /// Scans the buffered upstream bytes against the response framing: how many belong to
+    /// the body (`resp_ready`), and whether the upstream sent more than it framed.
+    fn scan_response_body(&mut self) -> Result<(), Step> {
+        let (Resp::Body(mut f), Some(uin)) = (self.resp, self.uin.as_ref()) else {
+            return Ok(());
+        };
+        if self.resp_ready > 0 || uin.is_empty() {
+            return Ok(());
+        }
+        let scan = match f.scan(uin.filled()) {
+            Ok(scan) => scan,
+            Err(e) => {
+                log::debug!("upstream {}: bad response framing: {e}", self.name);
+                return Err(Step::Close(CloseReason::BadFraming));
+            }
+        };
+        self.resp = Resp::Body(f);
+        self.resp_ready = scan.consumed;
+        if scan.done && scan.consumed < uin.len() {
+            // More bytes than the response framed: the connection is not reusable.
+            self.discard_rest = true;
+            self.upstream_keep = false;
         }
         Ok(())
     }

@@ -324,6 +324,20 @@ impl<R: Runner> TrustEnv<R> {
         ran.success.then(|| ran.stdout.trim() == "0")
     }
 
+    /// Runs `cmd` as an administrator would: when not root, leaves the `sudo` command as a
+    /// manual step; when it fails, adds that command after the failure.
+    fn run_as_admin(&mut self, label: &str, cmd: &Cmd, report: &mut TrustReport) {
+        if self.is_root() == Some(false) {
+            report
+                .manual
+                .push(format!("{label}: needs an administrator; run: sudo {cmd}"));
+        } else if !self.run_step(label, cmd, report) {
+            report
+                .manual
+                .push(format!("{label}: run it by hand: sudo {cmd}"));
+        }
+    }
+
     /// Runs `cmd` and records it as changed (success) or failed (with its error output).
     fn run_step(&mut self, label: &str, cmd: &Cmd, report: &mut TrustReport) -> bool {
         match self.runner.run(cmd) {
@@ -482,55 +496,96 @@ fn report_older_copies(
     }
 }
 
-fn install_linux_system<R: Runner>(env: &mut TrustEnv<R>, cert: &CaCert, report: &mut TrustReport) {
-    let Some((store, dir)) = detect_system_store(&env.root) else {
+/// Where our copy of the CA goes in this machine's system store.
+struct SystemTarget {
+    store: &'static SystemStore,
+    dir: PathBuf,
+    label: String,
+    /// Our file in the anchor folder.
+    dest: PathBuf,
+    refresh: Cmd,
+}
+
+/// Finds the system store under `root` and our file in it, and reports earlier Watchtower
+/// copies there. With no known layout, adds a manual step ending in `advice` and gives `None`.
+fn system_target(
+    root: &Path,
+    cert: &CaCert,
+    advice: &str,
+    report: &mut TrustReport,
+) -> Option<SystemTarget> {
+    let Some((store, dir)) = detect_system_store(root) else {
         report.manual.push(format!(
-            "system trust store: none of the known layouts was found (looked for {}); add {} to \
-             your distribution's CA store by hand",
-            looked_for(&env.root),
-            cert.path.display()
+            "system trust store: none of the known layouts was found (looked for {}); {advice}",
+            looked_for(root)
         ));
-        return;
+        return None;
     };
     let label = format!("system trust store ({})", store.name);
     let file_name = cert.file_name(store.extension);
     let dest = dir.join(&file_name);
     let refresh = Cmd::from_words(store.refresh);
     report_older_copies(&label, &dir, &file_name, &refresh, report);
+    Some(SystemTarget {
+        store,
+        dir,
+        label,
+        dest,
+        refresh,
+    })
+}
 
-    if fs::read_to_string(&dest).is_ok_and(|text| text == cert.pem) {
-        report
-            .unchanged
-            .push(format!("{label}: {} already holds this CA", dest.display()));
-        return;
-    }
-    let by_hand = format!(
-        "sudo cp {} {} && sudo {refresh}",
-        quote(cert.path.as_os_str()),
-        quote(dest.as_os_str())
-    );
+/// Writes (install) or removes (uninstall) our file in the system store, then runs the
+/// refresh command. Without root, or where it cannot write, the user gets `by_hand`; without
+/// the refresh command nothing is changed.
+fn change_system_file<R: Runner>(
+    env: &mut TrustEnv<R>,
+    cert: &CaCert,
+    target: &SystemTarget,
+    direction: Direction,
+    by_hand: &str,
+    report: &mut TrustReport,
+) {
+    let SystemTarget {
+        store,
+        dir,
+        label,
+        dest,
+        refresh,
+    } = target;
     if env.is_root() == Some(false) {
         report
             .manual
             .push(format!("{label}: needs root; run: {by_hand}"));
         return;
     }
-    if !env.runner.exists(store.refresh[0]) {
-        report.failed.push(format!(
-            "{label}: found {} but no `{}` command, so nothing was written; install the \
-             ca-certificates package and rerun `watchtower ca install`",
-            dir.display(),
-            store.refresh[0]
-        ));
+    let refresh_program = store.refresh[0];
+    if !env.runner.exists(refresh_program) {
+        report.failed.push(match direction {
+            Direction::Install => format!(
+                "{label}: found {} but no `{refresh_program}` command, so nothing was written; \
+                 install the ca-certificates package and rerun `watchtower ca install`",
+                dir.display()
+            ),
+            Direction::Uninstall => format!(
+                "{label}: no `{refresh_program}` command, so {} was left in place; run by hand: \
+                 {by_hand}",
+                dest.display()
+            ),
+        });
         return;
     }
-    match fs::write(&dest, cert.pem) {
+    let (verb, done, outcome) = match direction {
+        Direction::Install => ("write", "wrote", fs::write(dest, cert.pem)),
+        Direction::Uninstall => ("remove", "removed", fs::remove_file(dest)),
+    };
+    match outcome {
         Ok(()) => report
             .changed
-            .push(format!("{label}: wrote {}", dest.display())),
+            .push(format!("{label}: {done} {}", dest.display())),
         Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
             report.manual.push(format!(
-                "{label}: cannot write {} ({err}); run: {by_hand}",
+                "{label}: cannot {verb} {} ({err}); run: {by_hand}",
                 dest.display()
             ));
             return;
@@ -538,11 +593,37 @@ fn install_linux_system<R: Runner>(env: &mut TrustEnv<R>, cert: &CaCert, report:
         Err(err) => {
             report
                 .failed
-                .push(format!("{label}: cannot write {}: {err}", dest.display()));
+                .push(format!("{label}: cannot {verb} {}: {err}", dest.display()));
             return;
         }
     }
-    env.run_step(&label, &refresh, report);
+    env.run_step(label, refresh, report);
+}
+
+fn install_linux_system<R: Runner>(env: &mut TrustEnv<R>, cert: &CaCert, report: &mut TrustReport) {
+    let advice = format!(
+        "add {} to your distribution's CA store by hand",
+        cert.path.display()
+    );
+    let Some(target) = system_target(&env.root, cert, &advice, report) else {
+        return;
+    };
+    let dest = &target.dest;
+    if fs::read_to_string(dest).is_ok_and(|text| text == cert.pem) {
+        report.unchanged.push(format!(
+            "{}: {} already holds this CA",
+            target.label,
+            dest.display()
+        ));
+        return;
+    }
+    let by_hand = format!(
+        "sudo cp {} {} && sudo {}",
+        quote(cert.path.as_os_str()),
+        quote(dest.as_os_str()),
+        target.refresh
+    );
+    change_system_file(env, cert, &target, Direction::Install, &by_hand, report);
 }
 
 fn uninstall_linux_system<R: Runner>(
@@ -550,62 +631,28 @@ fn uninstall_linux_system<R: Runner>(
     cert: &CaCert,
     report: &mut TrustReport,
 ) {
-    let Some((store, dir)) = detect_system_store(&env.root) else {
-        report.manual.push(format!(
-            "system trust store: none of the known layouts was found (looked for {}); if you \
-             added {} to your distribution's CA store by hand, remove it the same way",
-            looked_for(&env.root),
-            cert.path.display()
-        ));
+    let advice = format!(
+        "if you added {} to your distribution's CA store by hand, remove it the same way",
+        cert.path.display()
+    );
+    let Some(target) = system_target(&env.root, cert, &advice, report) else {
         return;
     };
-    let label = format!("system trust store ({})", store.name);
-    let file_name = cert.file_name(store.extension);
-    let dest = dir.join(&file_name);
-    let refresh = Cmd::from_words(store.refresh);
-    report_older_copies(&label, &dir, &file_name, &refresh, report);
-
-    if fs::symlink_metadata(&dest).is_err() {
+    let dest = &target.dest;
+    if fs::symlink_metadata(dest).is_err() {
         report.unchanged.push(format!(
-            "{label}: {} is not there; nothing to remove",
+            "{}: {} is not there; nothing to remove",
+            target.label,
             dest.display()
         ));
         return;
     }
-    let by_hand = format!("sudo rm {} && sudo {refresh}", quote(dest.as_os_str()));
-    if env.is_root() == Some(false) {
-        report
-            .manual
-            .push(format!("{label}: needs root; run: {by_hand}"));
-        return;
-    }
-    if !env.runner.exists(store.refresh[0]) {
-        report.failed.push(format!(
-            "{label}: no `{}` command, so {} was left in place; run by hand: {by_hand}",
-            store.refresh[0],
-            dest.display()
-        ));
-        return;
-    }
-    match fs::remove_file(&dest) {
-        Ok(()) => report
-            .changed
-            .push(format!("{label}: removed {}", dest.display())),
-        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
-            report.manual.push(format!(
-                "{label}: cannot remove {} ({err}); run: {by_hand}",
-                dest.display()
-            ));
-            return;
-        }
-        Err(err) => {
-            report
-                .failed
-                .push(format!("{label}: cannot remove {}: {err}", dest.display()));
-            return;
-        }
-    }
-    env.run_step(&label, &refresh, report);
+    let by_hand = format!(
+        "sudo rm {} && sudo {}",
+        quote(dest.as_os_str()),
+        target.refresh
+    );
+    change_system_file(env, cert, &target, Direction::Uninstall, &by_hand, report);
 }
 
 /// One NSS certificate database (a Firefox profile or Chromium's `~/.pki/nssdb`).
@@ -803,6 +850,17 @@ fn legacy_hint(db: &NssDb) -> &'static str {
     }
 }
 
+const MACOS_LABEL: &str = "macOS System keychain";
+const WINDOWS_LABEL: &str = "Windows ROOT store";
+
+/// The note that Firefox 120 and later follows the system store named `store` on `os`.
+fn firefox_follows_system_store(os: &str, store: &str) -> String {
+    format!(
+        "Firefox on {os}: version 120 and later trusts the {store}'s CAs \
+         (security.enterprise_roots.enabled); nothing to do"
+    )
+}
+
 fn macos_add(cert: &CaCert) -> Cmd {
     Cmd::new("security")
         .arg("add-trusted-cert")
@@ -815,26 +873,14 @@ fn macos_add(cert: &CaCert) -> Cmd {
 }
 
 fn install_macos<R: Runner>(env: &mut TrustEnv<R>, cert: &CaCert, report: &mut TrustReport) {
-    let label = "macOS System keychain";
-    let add = macos_add(cert);
-    if env.is_root() == Some(false) {
-        report
-            .manual
-            .push(format!("{label}: needs an administrator; run: sudo {add}"));
-    } else if !env.run_step(label, &add, report) {
-        report
-            .manual
-            .push(format!("{label}: run it by hand: sudo {add}"));
-    }
-    report.unchanged.push(
-        "Firefox on macOS: version 120 and later trusts the System keychain's CAs \
-         (security.enterprise_roots.enabled); nothing to do"
-            .to_string(),
-    );
+    env.run_as_admin(MACOS_LABEL, &macos_add(cert), report);
+    report
+        .unchanged
+        .push(firefox_follows_system_store("macOS", "System keychain"));
 }
 
 fn uninstall_macos<R: Runner>(env: &mut TrustEnv<R>, cert: &CaCert, report: &mut TrustReport) {
-    let label = "macOS System keychain";
+    let label = MACOS_LABEL;
     let sha1 = &cert.sha1;
     // Reading the keychain needs no root, so "not there" is answered without sudo.
     let find = Cmd::new("security")
@@ -862,57 +908,63 @@ fn uninstall_macos<R: Runner>(env: &mut TrustEnv<R>, cert: &CaCert, report: &mut
         .arg("-Z")
         .arg(sha1)
         .arg(MACOS_SYSTEM_KEYCHAIN);
-    if env.is_root() == Some(false) {
+    env.run_as_admin(label, &delete, report);
+}
+
+/// `certutil -user <action> Root <what>`: the same change in the current user's own store.
+fn certutil_user(action: &str, what: impl AsRef<OsStr>) -> Cmd {
+    Cmd::new("certutil")
+        .arg("-user")
+        .arg(action)
+        .arg("Root")
+        .arg(what)
+}
+
+/// Runs `cmd` on the machine ROOT store; if that fails, tells how to run it as administrator
+/// and, as `user_note`, how `user_cmd` does it for the user's own store.
+fn run_on_windows_root<R: Runner>(
+    env: &mut TrustEnv<R>,
+    cmd: &Cmd,
+    user_note: &str,
+    user_cmd: &Cmd,
+    report: &mut TrustReport,
+) {
+    if !env.run_step(WINDOWS_LABEL, cmd, report) {
         report.manual.push(format!(
-            "{label}: needs an administrator; run: sudo {delete}"
+            "{WINDOWS_LABEL}: from a command prompt opened with \"Run as administrator\", run: \
+             {cmd} ({user_note}: {user_cmd})"
         ));
-    } else if !env.run_step(label, &delete, report) {
-        report
-            .manual
-            .push(format!("{label}: run it by hand: sudo {delete}"));
     }
 }
 
 fn install_windows<R: Runner>(env: &mut TrustEnv<R>, cert: &CaCert, report: &mut TrustReport) {
-    let label = "Windows ROOT store";
     let add = Cmd::new("certutil")
         .arg("-addstore")
         .arg("-f")
         .arg("ROOT")
         .arg(cert.path);
-    if !env.run_step(label, &add, report) {
-        let user_only = Cmd::new("certutil")
-            .arg("-user")
-            .arg("-addstore")
-            .arg("Root")
-            .arg(cert.path);
-        report.manual.push(format!(
-            "{label}: from a command prompt opened with \"Run as administrator\", run: {add} \
-             (or, for your user only and without admin rights: {user_only})"
-        ));
-    }
-    report.unchanged.push(
-        "Firefox on Windows: version 120 and later trusts the Windows ROOT store's CAs \
-         (security.enterprise_roots.enabled); nothing to do"
-            .to_string(),
+    run_on_windows_root(
+        env,
+        &add,
+        "or, for your user only and without admin rights",
+        &certutil_user("-addstore", cert.path),
+        report,
     );
+    report
+        .unchanged
+        .push(firefox_follows_system_store("Windows", WINDOWS_LABEL));
 }
 
 fn uninstall_windows<R: Runner>(env: &mut TrustEnv<R>, cert: &CaCert, report: &mut TrustReport) {
-    let label = "Windows ROOT store";
     let sha1 = &cert.sha1;
     let delete = Cmd::new("certutil").arg("-delstore").arg("ROOT").arg(sha1);
-    if !env.run_step(label, &delete, report) {
-        let user_only = Cmd::new("certutil")
-            .arg("-user")
-            .arg("-delstore")
-            .arg("Root")
-            .arg(sha1);
-        report.manual.push(format!(
-            "{label}: from a command prompt opened with \"Run as administrator\", run: {delete} \
-             (if it was added for your user only: {user_only})"
-        ));
-    }
+    run_on_windows_root(
+        env,
+        &delete,
+        "if it was added for your user only",
+        &certutil_user("-delstore", sha1),
+        report,
+    );
 }
 
 #[cfg(test)]
