@@ -6,44 +6,14 @@ mod common;
 
 use common::*;
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_watchtower");
-
-/// Runs the binary to completion (it must finish within the deadline) in `dir`.
-fn run_in(dir: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("watchtower {args:?} did not exit within {WAIT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use std::process::Output;
 
 /// Writes `toml` to a fresh folder's `watchtower.toml` and runs `check --config` on it.
 fn check(toml: &str) -> (Output, TempDir) {
     let dir = TempDir::new("cli");
     let path = dir.path().join("watchtower.toml");
     std::fs::write(&path, toml).unwrap();
-    let out = run_in(dir.path(), &["check", "--config", path.to_str().unwrap()]);
+    let out = run_cli(dir.path(), &["check", "--config", path.to_str().unwrap()]);
     (out, dir)
 }
 
@@ -71,7 +41,7 @@ fn route_block(id: &str, domain: &str, host: &str, port: u32) -> String {
 fn help_prints_usage_and_exits_0() {
     let dir = TempDir::new("cli");
     for flag in ["--help", "-h"] {
-        let out = run_in(dir.path(), &[flag]);
+        let out = run_cli(dir.path(), &[flag]);
         assert!(out.status.success(), "{flag}: {:?}", out.status);
         let stdout = text(&out.stdout);
         assert!(stdout.contains("Usage"), "{flag}: {stdout}");
@@ -84,7 +54,7 @@ fn help_prints_usage_and_exits_0() {
 fn version_prints_name_and_version_and_exits_0() {
     let dir = TempDir::new("cli");
     for flag in ["--version", "-V"] {
-        let out = run_in(dir.path(), &[flag]);
+        let out = run_cli(dir.path(), &[flag]);
         assert!(out.status.success(), "{flag}: {:?}", out.status);
         assert_eq!(
             text(&out.stdout).trim_end(),
@@ -102,7 +72,7 @@ fn unknown_argument_exits_nonzero_with_usage() {
         &["check", "--frobnicate"][..],
         &["serve"][..],
     ] {
-        let out = run_in(dir.path(), args);
+        let out = run_cli(dir.path(), args);
         assert!(!out.status.success(), "{args:?} succeeded");
         let stderr = text(&out.stderr);
         assert!(
@@ -155,7 +125,7 @@ fn check_prints_the_routing_table_of_a_valid_config() {
     }
     // The short flag does the same.
     let path = dir.path().join("watchtower.toml");
-    let short = run_in(dir.path(), &["check", "-c", path.to_str().unwrap()]);
+    let short = run_cli(dir.path(), &["check", "-c", path.to_str().unwrap()]);
     assert!(short.status.success());
     assert_eq!(text(&short.stdout), stdout);
 }
@@ -245,7 +215,7 @@ fn check_rejects_malformed_wildcards_and_empty_targets() {
 fn check_with_a_missing_config_file_names_it() {
     let dir = TempDir::new("cli");
     let missing = dir.path().join("nope.toml");
-    let out = run_in(
+    let out = run_cli(
         dir.path(),
         &["check", "--config", missing.to_str().unwrap()],
     );
@@ -254,7 +224,7 @@ fn check_with_a_missing_config_file_names_it() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("nope.toml"), "{stderr}");
     // Running (not just checking) fails the same way.
-    let out = run_in(dir.path(), &["--config", missing.to_str().unwrap()]);
+    let out = run_cli(dir.path(), &["--config", missing.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("nope.toml"),
@@ -266,7 +236,7 @@ fn check_with_a_missing_config_file_names_it() {
 #[test]
 fn check_without_config_in_an_empty_folder_shows_the_defaults() {
     let dir = TempDir::new("cli");
-    let out = run_in(dir.path(), &["check"]);
+    let out = run_cli(dir.path(), &["check"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(stdout.contains("127.0.0.1:8888"), "{stdout}");
@@ -295,7 +265,7 @@ fn check_without_config_uses_watchtower_toml_in_the_current_folder() {
         route_block("from-cwd", "cwd.example.test", "127.0.0.1", 3999)
     );
     std::fs::write(dir.path().join("watchtower.toml"), toml).unwrap();
-    let out = run_in(dir.path(), &["check"]);
+    let out = run_cli(dir.path(), &["check"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     for want in [
@@ -315,7 +285,7 @@ fn check_without_config_uses_watchtower_toml_in_the_current_folder() {
         "[proxy]\nprxy_port = 1\n",
     )
     .unwrap();
-    let out = run_in(dir.path(), &["check"]);
+    let out = run_cli(dir.path(), &["check"]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
@@ -336,7 +306,7 @@ fn running_with_a_bad_config_exits_nonzero_and_binds_nothing() {
     );
     let path = dir.path().join("watchtower.toml");
     std::fs::write(&path, toml).unwrap();
-    let out = run_in(dir.path(), &["--config", path.to_str().unwrap()]);
+    let out = run_cli(dir.path(), &["--config", path.to_str().unwrap()]);
     assert!(!out.status.success(), "it ran with a duplicate route id");
     let stderr = text(&out.stderr);
     assert!(stderr.contains("dup"), "{stderr}");
@@ -365,7 +335,7 @@ fn relative_paths_resolve_against_the_config_folder() {
          [log]\napi_log = \"logs/api.jsonl\"\n",
     )
     .unwrap();
-    let out = run_in(
+    let out = run_cli(
         elsewhere.path(),
         &["check", "--config", path.to_str().unwrap()],
     );

@@ -13,7 +13,7 @@ use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -166,7 +166,7 @@ impl Drop for Running {
 fn intercept_with(proxy: SocketAddr, ca_pem: &str) -> Result<Response, String> {
     let mut s = connect(proxy);
     std::io::Write::write_all(&mut s, connect_request("app.example.test:443").as_bytes()).unwrap();
-    let head = read_head_exact(&mut s);
+    let head = read_raw_head(&mut s);
     assert!(head.starts_with("HTTP/1.1 200 "), "{head:?}");
     let tls = handshake(s, client_trusting(ca_pem), dns_name("app.example.test"))?;
     let mut r = BufReader::new(tls);
@@ -320,31 +320,6 @@ fn garbage_in_the_key_file_refuses_to_start() {
     setup.write_key("not a key at all\n");
     let line = setup.assert_refuses_to_start();
     assert!(line.contains("ca-key.pem"), "names the file: {line}");
-}
-
-/// Runs `watchtower <args>` to completion in `cwd`.
-fn run_cli(cwd: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("watchtower {args:?} did not exit within {WAIT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

@@ -26,6 +26,26 @@ fn intercept(w: &Watchtower, target: &str, sni: &str) -> TlsReader {
     BufReader::new(tls)
 }
 
+/// Starts Watchtower with one route, `app` for app.example.test, to a backend named "local".
+fn start_app() -> (Backend, Watchtower) {
+    let backend = Backend::named("local");
+    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
+    (backend, w)
+}
+
+/// CONNECT app.example.test:443, then a TLS handshake for that name with `config`.
+fn tls_to_app(
+    w: &Watchtower,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<TlsStream, String> {
+    tls_through_connect(
+        w,
+        "app.example.test:443",
+        config,
+        dns_name("app.example.test"),
+    )
+}
+
 /// Number of `minted a certificate for <name>` lines on stderr so far.
 fn minted_lines(w: &Watchtower, name: &str) -> usize {
     let want = format!("minted a certificate for {name}");
@@ -39,13 +59,7 @@ fn minted_lines(w: &Watchtower, name: &str) -> usize {
 fn connect_to_a_routed_domain_reaches_the_local_backend_as_https() {
     let backend = Backend::named("local");
     let (w, config) = start(route("app", "app.example.test", backend.port()));
-    let tls = tls_through_connect(
-        &w,
-        "app.example.test:443",
-        config,
-        dns_name("app.example.test"),
-    )
-    .unwrap();
+    let tls = tls_to_app(&w, config).unwrap();
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
     let mut r = BufReader::new(tls);
     let resp = tls_roundtrip(&mut r, &get("app.example.test", "/api/items?x=1"));
@@ -73,13 +87,8 @@ fn connect_to_a_routed_domain_reaches_the_local_backend_as_https() {
 fn the_leaf_names_the_host_and_chains_to_the_watchtower_ca_only() {
     let backend = Backend::named("local");
     let (w, config) = start(route("app", "app.example.test", backend.port()));
-    let tls = tls_through_connect(
-        &w,
-        "app.example.test:443",
-        config,
-        dns_name("app.example.test"),
-    )
-    .expect("a client trusting only the Watchtower CA accepts the leaf");
+    let tls =
+        tls_to_app(&w, config).expect("a client trusting only the Watchtower CA accepts the leaf");
     let chain = peer_chain(&tls);
     let ca = pem_certs(&w.ca_pem()).remove(0);
     assert_eq!(chain.len(), 2, "leaf + CA");
@@ -98,13 +107,8 @@ fn the_leaf_names_the_host_and_chains_to_the_watchtower_ca_only() {
     );
 
     // A client that only knows the public roots rejects the same leaf.
-    let err = tls_through_connect(
-        &w,
-        "app.example.test:443",
-        client_trusting_public_roots(),
-        dns_name("app.example.test"),
-    )
-    .expect_err("the public roots must not accept Watchtower's leaf");
+    let err = tls_to_app(&w, client_trusting_public_roots())
+        .expect_err("the public roots must not accept Watchtower's leaf");
     assert!(err.contains("UnknownIssuer"), "{err}");
 }
 
@@ -194,8 +198,7 @@ fn the_second_handshake_for_a_host_does_not_mint_again() {
 
 #[test]
 fn keep_alive_and_pipelining_work_inside_the_tls_tunnel() {
-    let backend = Backend::named("local");
-    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
+    let (backend, w) = start_app();
     let mut r = intercept(&w, "app.example.test:443", "app.example.test");
     let first = tls_roundtrip(&mut r, &get("app.example.test", "/one"));
     assert_eq!(first.body_text(), "local GET /one");
@@ -258,8 +261,7 @@ fn a_chunked_post_inside_the_tunnel_reaches_the_backend_whole() {
 
 #[test]
 fn plain_http_after_connect_to_a_routed_https_host_is_served_by_the_route() {
-    let backend = Backend::named("local");
-    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
+    let (_backend, w) = start_app();
     let mut s = open_connect(&w, "app.example.test:443");
     s.write_all(get("app.example.test", "/plain").as_bytes())
         .unwrap();
@@ -277,15 +279,9 @@ fn plain_http_after_connect_to_a_routed_https_host_is_served_by_the_route() {
 
 #[test]
 fn a_client_that_does_not_trust_the_ca_fails_and_the_next_client_is_served() {
-    let backend = Backend::named("local");
-    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
-    let err = tls_through_connect(
-        &w,
-        "app.example.test:443",
-        client_trusting_public_roots(),
-        dns_name("app.example.test"),
-    )
-    .expect_err("an untrusting client must reject the leaf");
+    let (backend, w) = start_app();
+    let err = tls_to_app(&w, client_trusting_public_roots())
+        .expect_err("an untrusting client must reject the leaf");
     assert!(err.contains("UnknownIssuer"), "{err}");
 
     let lines = w.wait_log_lines(1);
@@ -302,17 +298,13 @@ fn a_client_that_does_not_trust_the_ca_fails_and_the_next_client_is_served() {
 
     // The proxy goes on serving a client that trusts the CA.
     let mut r = intercept(&w, "app.example.test:443", "app.example.test");
-    assert_eq!(
-        tls_roundtrip(&mut r, &get("app.example.test", "/next")).body_text(),
-        "local GET /next"
-    );
+    assert_get_body(&mut r, "app.example.test", "/next", "local GET /next");
 }
 
 #[test]
 fn connect_to_an_unrouted_tls_origin_is_a_blind_tunnel_showing_its_own_certificate() {
     let origin = TlsOrigin::start();
-    let backend = Backend::named("local");
-    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
+    let (backend, w) = start_app();
     let target = format!("127.0.0.1:{}", origin.port());
     let tls = tls_through_connect(
         &w,
@@ -365,16 +357,9 @@ fn with_local_routing_off_a_routed_domain_is_a_blind_tunnel() {
 
 #[test]
 fn a_client_offering_only_h2_is_refused_and_the_next_client_is_served() {
-    let backend = Backend::named("local");
-    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
+    let (backend, w) = start_app();
     let h2_only = client_config_with(roots_from_pem(&w.ca_pem()), &[b"h2"]);
-    let err = tls_through_connect(
-        &w,
-        "app.example.test:443",
-        h2_only,
-        dns_name("app.example.test"),
-    )
-    .expect_err("an h2-only client must not get a session");
+    let err = tls_to_app(&w, h2_only).expect_err("an h2-only client must not get a session");
     assert!(
         err.contains("NoApplicationProtocol"),
         "refused with the ALPN alert: {err}"
@@ -389,17 +374,10 @@ fn a_client_offering_only_h2_is_refused_and_the_next_client_is_served() {
 
 #[test]
 fn wss_through_interception_reaches_the_local_backend() {
-    let ws = WsEcho::start();
+    let ws = ws_echo();
     let w = Watchtower::with_routes(route("ws", "ws.example.test", ws.port()));
     let mut r = intercept(&w, "ws.example.test:443", "ws.example.test");
-    ws_exercise(&mut r, "ws.example.test");
-    let heads = ws.heads();
-    assert_eq!(heads.len(), 1);
-    assert!(
-        heads[0].starts_with("GET /chat HTTP/1.1\r\n"),
-        "{}",
-        heads[0]
-    );
+    let heads = ws_exercise_once(&mut r, "ws.example.test", &ws);
     assert_eq!(head_header(&heads[0], "x-forwarded-proto"), Some("https"));
     assert_eq!(head_header(&heads[0], "sec-websocket-key"), Some(WS_KEY));
 }
@@ -407,16 +385,12 @@ fn wss_through_interception_reaches_the_local_backend() {
 /// After a broken start on one tunnel, a fresh intercepted exchange still works.
 fn assert_still_serving(w: &Watchtower) {
     let mut r = intercept(w, "app.example.test:443", "app.example.test");
-    assert_eq!(
-        tls_roundtrip(&mut r, &get("app.example.test", "/alive")).body_text(),
-        "local GET /alive"
-    );
+    assert_get_body(&mut r, "app.example.test", "/alive", "local GET /alive");
 }
 
 #[test]
 fn garbage_tls_bytes_after_connect_close_the_tunnel_and_the_proxy_lives_on() {
-    let backend = Backend::named("local");
-    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
+    let (backend, w) = start_app();
     let mut s = open_connect(&w, "app.example.test:443");
     s.write_all(TLS_GARBAGE).unwrap();
     assert_closed_after_optional_alert(&mut s, "garbage TLS record");
@@ -429,8 +403,7 @@ fn garbage_tls_bytes_after_connect_close_the_tunnel_and_the_proxy_lives_on() {
 
 #[test]
 fn a_truncated_client_hello_after_connect_is_closed_and_the_proxy_lives_on() {
-    let backend = Backend::named("local");
-    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
+    let (_backend, w) = start_app();
     let hello = client_hello_bytes("app.example.test");
 
     // Half a ClientHello, then the client stops sending.
@@ -495,30 +468,19 @@ fn leaves_are_valid_now_for_at_most_180_days_with_distinct_serials() {
 
 #[test]
 fn a_tls_1_2_client_is_intercepted_too() {
-    let backend = Backend::named("local");
-    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
-    let tls = tls_through_connect(
-        &w,
-        "app.example.test:443",
-        client_tls12_trusting(&w.ca_pem()),
-        dns_name("app.example.test"),
-    )
-    .expect("a TLS 1.2 handshake");
+    let (_backend, w) = start_app();
+    let tls = tls_to_app(&w, client_tls12_trusting(&w.ca_pem())).expect("a TLS 1.2 handshake");
     assert_eq!(
         tls.conn.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
     );
     let mut r = BufReader::new(tls);
-    assert_eq!(
-        tls_roundtrip(&mut r, &get("app.example.test", "/v12")).body_text(),
-        "local GET /v12"
-    );
+    assert_get_body(&mut r, "app.example.test", "/v12", "local GET /v12");
 }
 
 #[test]
 fn a_client_hello_sent_one_byte_at_a_time_is_accepted() {
-    let backend = Backend::named("local");
-    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
+    let (_backend, w) = start_app();
     let mut s = open_connect(&w, "app.example.test:443");
     let mut conn =
         rustls::ClientConnection::new(client_trusting(&w.ca_pem()), dns_name("app.example.test"))
@@ -528,17 +490,13 @@ fn a_client_hello_sent_one_byte_at_a_time_is_accepted() {
     }
     let tls = finish_handshake(conn, s).expect("the handshake completes");
     let mut r = BufReader::new(tls);
-    assert_eq!(
-        tls_roundtrip(&mut r, &get("app.example.test", "/slow")).body_text(),
-        "local GET /slow"
-    );
+    assert_get_body(&mut r, "app.example.test", "/slow", "local GET /slow");
 }
 
 #[test]
 fn a_client_hello_sent_with_the_connect_head_is_accepted() {
     // Some clients do not wait for the 200 before starting TLS.
-    let backend = Backend::named("local");
-    let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
+    let (_backend, w) = start_app();
     let mut conn =
         rustls::ClientConnection::new(client_trusting(&w.ca_pem()), dns_name("app.example.test"))
             .unwrap();
@@ -546,14 +504,11 @@ fn a_client_hello_sent_with_the_connect_head_is_accepted() {
     bytes.extend(take_first_flight(&mut conn));
     let mut s = w.connect_proxy();
     s.write_all(&bytes).unwrap();
-    let head = read_head_exact(&mut s);
+    let head = read_raw_head(&mut s);
     assert!(head.starts_with("HTTP/1.1 200 "), "{head:?}");
     let tls = finish_handshake(conn, s).expect("the handshake completes");
     let mut r = BufReader::new(tls);
-    assert_eq!(
-        tls_roundtrip(&mut r, &get("app.example.test", "/eager")).body_text(),
-        "local GET /eager"
-    );
+    assert_get_body(&mut r, "app.example.test", "/eager", "local GET /eager");
 }
 
 #[test]

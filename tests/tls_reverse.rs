@@ -26,6 +26,32 @@ fn reverse(w: &Watchtower, name: rustls::pki_types::ServerName<'static>) -> TlsR
     BufReader::new(tls)
 }
 
+/// Starts Watchtower with one route, `app` for app.example.test, to a backend named "app".
+fn start_app() -> (Backend, Watchtower) {
+    let app = Backend::named("app");
+    let w = Watchtower::start(opts(route("app", "app.example.test", app.port())));
+    (app, w)
+}
+
+/// A TLS origin, Watchtower with no routes (trusting the origin through `extra_roots` when
+/// `trusted`), the origin's `localhost:<port>` and a session to the reverse port for
+/// localhost.
+fn towards_origin(trusted: bool) -> (TlsOrigin, Watchtower, String, TlsReader) {
+    let origin = TlsOrigin::start();
+    let tls = if trusted {
+        origin.extra_roots_line()
+    } else {
+        String::new()
+    };
+    let w = Watchtower::start(Opts {
+        tls,
+        ..opts(String::new())
+    });
+    let host = format!("localhost:{}", origin.port());
+    let r = reverse(&w, dns_name("localhost"));
+    (origin, w, host, r)
+}
+
 #[test]
 fn sni_and_host_of_a_routed_domain_reach_that_route() {
     let first = Backend::named("first");
@@ -101,14 +127,7 @@ fn a_client_without_sni_gets_a_certificate_for_localhost_and_its_addresses() {
 
 #[test]
 fn an_unrouted_host_passes_through_to_the_real_server_over_verified_tls() {
-    let origin = TlsOrigin::start();
-    let w = Watchtower::start(Opts {
-        reverse_https: true,
-        tls: origin.extra_roots_line(),
-        ..Default::default()
-    });
-    let host = format!("localhost:{}", origin.port());
-    let mut r = reverse(&w, dns_name("localhost"));
+    let (origin, w, host, mut r) = towards_origin(true);
     let resp = tls_roundtrip(&mut r, &get(&host, "/real"));
     assert_eq!(resp.status, 200, "{}", resp.body_text());
     assert_eq!(resp.header("x-origin"), Some("tls-origin"));
@@ -126,11 +145,8 @@ fn an_unrouted_host_passes_through_to_the_real_server_over_verified_tls() {
 
 #[test]
 fn pass_through_to_a_server_no_trusted_root_vouches_for_answers_502() {
-    let origin = TlsOrigin::start();
     // No extra_roots: only the Mozilla roots, which do not know the origin's CA.
-    let w = Watchtower::start(opts(String::new()));
-    let host = format!("localhost:{}", origin.port());
-    let mut r = reverse(&w, dns_name("localhost"));
+    let (origin, _w, host, mut r) = towards_origin(false);
     let resp = tls_roundtrip(&mut r, &get(&host, "/real"));
     assert_eq!(resp.status, 502, "{}", resp.body_text());
     assert!(!resp.body.is_empty(), "a readable reason");
@@ -158,25 +174,17 @@ fn a_request_for_watchtowers_own_listeners_is_answered_508() {
 
 #[test]
 fn wss_through_the_reverse_https_port_reaches_the_route() {
-    let ws = WsEcho::start();
+    let ws = ws_echo();
     let w = Watchtower::start(opts(route("ws", "ws.example.test", ws.port())));
     let mut r = reverse(&w, dns_name("ws.example.test"));
-    ws_exercise(&mut r, "ws.example.test");
-    let heads = ws.heads();
-    assert_eq!(heads.len(), 1);
-    assert!(
-        heads[0].starts_with("GET /chat HTTP/1.1\r\n"),
-        "{}",
-        heads[0]
-    );
+    let heads = ws_exercise_once(&mut r, "ws.example.test", &ws);
     assert_eq!(head_header(&heads[0], "host"), Some("ws.example.test"));
     assert_eq!(head_header(&heads[0], "x-forwarded-proto"), Some("https"));
 }
 
 #[test]
 fn a_client_that_does_not_trust_the_ca_fails_and_the_next_is_served() {
-    let app = Backend::named("app");
-    let w = Watchtower::start(opts(route("app", "app.example.test", app.port())));
+    let (_app, w) = start_app();
     let err = tls_to_reverse(
         &w,
         client_trusting_public_roots(),
@@ -192,25 +200,18 @@ fn a_client_that_does_not_trust_the_ca_fails_and_the_next_is_served() {
         lines[0]
     );
     let mut r = reverse(&w, dns_name("app.example.test"));
-    assert_eq!(
-        tls_roundtrip(&mut r, &get("app.example.test", "/next")).body_text(),
-        "app GET /next"
-    );
+    assert_get_body(&mut r, "app.example.test", "/next", "app GET /next");
 }
 
 /// A fresh TLS exchange on the reverse HTTPS port still works.
 fn assert_still_serving(w: &Watchtower) {
     let mut r = reverse(w, dns_name("app.example.test"));
-    assert_eq!(
-        tls_roundtrip(&mut r, &get("app.example.test", "/alive")).body_text(),
-        "app GET /alive"
-    );
+    assert_get_body(&mut r, "app.example.test", "/alive", "app GET /alive");
 }
 
 #[test]
 fn garbage_on_the_reverse_https_port_is_closed_and_the_listener_lives_on() {
-    let app = Backend::named("app");
-    let w = Watchtower::start(opts(route("app", "app.example.test", app.port())));
+    let (app, w) = start_app();
     let addr = w.reverse_tls.unwrap();
     let plain_http = get("app.example.test", "/plain");
     for bytes in [
@@ -236,8 +237,7 @@ fn garbage_on_the_reverse_https_port_is_closed_and_the_listener_lives_on() {
 
 #[test]
 fn a_truncated_client_hello_on_the_reverse_https_port_is_closed() {
-    let app = Backend::named("app");
-    let w = Watchtower::start(opts(route("app", "app.example.test", app.port())));
+    let (_app, w) = start_app();
     let hello = client_hello_bytes("app.example.test");
     let mut s = connect(w.reverse_tls.unwrap());
     s.write_all(&hello[..hello.len() / 2]).unwrap();
@@ -249,14 +249,7 @@ fn a_truncated_client_hello_on_the_reverse_https_port_is_closed() {
 #[test]
 fn a_megabyte_download_passes_through_from_the_real_server_intact() {
     const SIZE: usize = 3 << 20;
-    let origin = TlsOrigin::start();
-    let w = Watchtower::start(Opts {
-        reverse_https: true,
-        tls: origin.extra_roots_line(),
-        ..Default::default()
-    });
-    let host = format!("localhost:{}", origin.port());
-    let mut r = reverse(&w, dns_name("localhost"));
+    let (_origin, _w, host, mut r) = towards_origin(true);
     let resp = tls_roundtrip(&mut r, &get(&host, &format!("/bytes/{SIZE}")));
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body.len(), SIZE);

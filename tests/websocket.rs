@@ -9,8 +9,8 @@ mod common;
 
 use common::*;
 use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -173,62 +173,24 @@ fn read_frame(r: &mut impl Read) -> std::io::Result<Frame> {
 
 // ---- the echo backend ----
 
+const GREETING: &[u8] = b"hello from the backend";
+
 /// A WebSocket echo server: answers the upgrade with 101 (plus a greeting frame in the same
 /// write), then echoes every data frame unmasked; answers a close frame with a close frame
 /// and closes the connection. Records every upgrade request head it got.
-struct WsBackend {
-    addr: SocketAddr,
-    heads: Arc<Mutex<Vec<String>>>,
-}
-
-const GREETING: &[u8] = b"hello from the backend";
-
-impl WsBackend {
-    fn start() -> WsBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&heads);
-        thread::spawn(move || {
-            for s in listener.incoming() {
-                let Ok(s) = s else { break };
-                let seen = Arc::clone(&seen);
-                thread::spawn(move || ws_serve(s, &seen));
-            }
-        });
-        WsBackend { addr, heads }
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
-    }
-}
-
-fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
+fn ws_backend() -> WsServer {
+    WsServer::start(ws_serve)
 }
 
 fn ws_serve(mut s: TcpStream, seen: &Mutex<Vec<String>>) {
     s.set_read_timeout(Some(WAIT)).unwrap();
     let head = read_raw_head(&mut s);
     seen.lock().unwrap().push(head.clone());
-    let Some(key) = header_value(&head, "sec-websocket-key") else {
+    let Some(key) = head_header(&head, "sec-websocket-key") else {
         let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 6\r\n\r\nno key");
         return;
     };
-    let mut out = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
-        accept_for(key)
-    )
-    .into_bytes();
+    let mut out = ws_switching_protocols(&accept_for(key)).into_bytes();
     // The greeting goes out in the same write as the 101.
     out.extend(frame(OP_TEXT, GREETING, None));
     if s.write_all(&out).is_err() {
@@ -249,8 +211,6 @@ fn ws_serve(mut s: TcpStream, seen: &Mutex<Vec<String>>) {
 
 // ---- the client ----
 
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
 /// A client that has completed the upgrade; reads through the same buffer as the 101.
 struct WsClient {
     w: TcpStream,
@@ -262,31 +222,20 @@ impl WsClient {
     /// Sends the upgrade for `target` with `host` to `addr`; asserts the 101 and its accept.
     fn open(addr: SocketAddr, target: &str, host: &str) -> WsClient {
         let mut w = connect(addr);
-        write!(
-            w,
-            "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
+        w.write_all(ws_upgrade(host, target).as_bytes()).unwrap();
         let mut r = BufReader::new(w.try_clone().unwrap());
-        let (status, reason, headers) = read_head(&mut r).unwrap();
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        assert_eq!(status, 101, "{reason} {headers:?}");
-        assert!(
-            get("upgrade").eq_ignore_ascii_case("websocket"),
-            "{headers:?}"
-        );
+        let answer = read_ws_upgrade_answer(&mut r);
+        let get = |name: &str| answer.header(name).unwrap_or_default();
+        let headers = &answer.headers;
         assert!(
             get("connection").to_ascii_lowercase().contains("upgrade"),
             "{headers:?}"
         );
-        assert_eq!(get("sec-websocket-accept"), accept_for(KEY), "{headers:?}");
+        assert_eq!(
+            get("sec-websocket-accept"),
+            accept_for(WS_KEY),
+            "{headers:?}"
+        );
         WsClient { w, r, mask_seed: 1 }
     }
 
@@ -352,7 +301,7 @@ impl WsClient {
 }
 
 /// Waits until the backend has recorded `n` upgrade heads; returns the last.
-fn wait_head(backend: &WsBackend, n: usize) -> String {
+fn wait_head(backend: &WsServer, n: usize) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         let heads = backend.heads();
@@ -372,20 +321,24 @@ fn wait_head(backend: &WsBackend, n: usize) -> String {
 /// `Connection: upgrade`, the key and version intact.
 fn assert_upgrade_head(head: &str, host: &str) {
     assert!(head.starts_with("GET /chat HTTP/1.1\r\n"), "{head}");
-    assert_eq!(header_value(head, "host"), Some(host), "{head}");
+    assert_eq!(head_header(head, "host"), Some(host), "{head}");
     assert!(
-        header_value(head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+        head_header(head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
         "{head}"
     );
     assert!(
-        header_value(head, "connection").is_some_and(|v| v
+        head_header(head, "connection").is_some_and(|v| v
             .split(',')
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))),
         "{head}"
     );
-    assert_eq!(header_value(head, "sec-websocket-key"), Some(KEY), "{head}");
     assert_eq!(
-        header_value(head, "sec-websocket-version"),
+        head_header(head, "sec-websocket-key"),
+        Some(WS_KEY),
+        "{head}"
+    );
+    assert_eq!(
+        head_header(head, "sec-websocket-version"),
         Some("13"),
         "{head}"
     );
@@ -393,14 +346,14 @@ fn assert_upgrade_head(head: &str, host: &str) {
 
 /// Upgrades through `addr` with request-target `target` and `Host: host`, runs
 /// [`WsClient::exercise`], and asserts the upgrade reached `backend` as an upgrade.
-fn echo_through(addr: SocketAddr, target: &str, host: &str, backend: &WsBackend) {
+fn echo_through(addr: SocketAddr, target: &str, host: &str, backend: &WsServer) {
     WsClient::open(addr, target, host).exercise();
     assert_upgrade_head(&wait_head(backend, 1), host);
 }
 
 #[test]
 fn websocket_echo_through_the_forward_port_pass_through() {
-    let backend = WsBackend::start();
+    let backend = ws_backend();
     let w = Watchtower::start(Opts::default());
     let host = format!("127.0.0.1:{}", backend.port());
     echo_through(w.proxy, &format!("http://{host}/chat"), &host, &backend);
@@ -408,7 +361,7 @@ fn websocket_echo_through_the_forward_port_pass_through() {
 
 #[test]
 fn websocket_echo_through_the_forward_port_to_a_routed_domain() {
-    let backend = WsBackend::start();
+    let backend = ws_backend();
     let w = Watchtower::with_routes(route("ws", "ws.example.test", backend.port()));
     echo_through(
         w.proxy,
@@ -420,7 +373,7 @@ fn websocket_echo_through_the_forward_port_to_a_routed_domain() {
 
 #[test]
 fn websocket_echo_through_the_reverse_port_by_the_localhost_rule() {
-    let backend = WsBackend::start();
+    let backend = ws_backend();
     let w = Watchtower::with_routes(route("app", "app.example.test", backend.port()));
     let host = w.reverse.unwrap().to_string();
     echo_through(w.reverse.unwrap(), "/chat", &host, &backend);
@@ -428,8 +381,8 @@ fn websocket_echo_through_the_reverse_port_by_the_localhost_rule() {
 
 #[test]
 fn websocket_echo_through_the_reverse_port_by_host_route() {
-    let other = WsBackend::start();
-    let backend = WsBackend::start();
+    let other = ws_backend();
+    let backend = ws_backend();
     let w = Watchtower::with_routes(
         route("first", "first.example.test", other.port())
             + &route("ws", "ws.example.test", backend.port()),
@@ -443,7 +396,7 @@ fn websocket_echo_through_the_reverse_port_by_host_route() {
 
 #[test]
 fn two_websockets_at_once_stay_separate() {
-    let backend = WsBackend::start();
+    let backend = ws_backend();
     let w = Watchtower::start(Opts::default());
     let host = format!("127.0.0.1:{}", backend.port());
     let target = format!("http://{host}/chat");
@@ -465,12 +418,8 @@ fn a_refused_upgrade_is_relayed_as_an_ordinary_response() {
     let w = Watchtower::start(Opts::default());
     let host = format!("127.0.0.1:{}", backend.port());
     let mut s = w.connect_proxy();
-    write!(
-        s,
-        "GET http://{host}/chat HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(ws_upgrade(&host, &format!("http://{host}/chat")).as_bytes())
+        .unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
     let resp = read_response(&mut r).unwrap();
     assert_eq!(

@@ -850,7 +850,9 @@ fn legacy_hint(db: &NssDb) -> &'static str {
     }
 }
 
+/// How report lines name the macOS store.
 const MACOS_LABEL: &str = "macOS System keychain";
+/// How report lines name the Windows store.
 const WINDOWS_LABEL: &str = "Windows ROOT store";
 
 /// The note that Firefox 120 and later follows the system store named `store` on `os`.

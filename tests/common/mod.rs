@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
@@ -309,6 +309,33 @@ impl Drop for Watchtower {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `watchtower <args>` to completion in `cwd` (it must finish within [`WAIT`]) and
+/// returns what it printed.
+pub fn run_cli(cwd: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchtower"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("watchtower {args:?} did not exit within {WAIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Command output as text (invalid UTF-8 replaced).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `kill -SIG pid` through the kill(1) command, so the tests need no unsafe code.
@@ -740,7 +767,8 @@ impl RawBackend {
     }
 }
 
-/// Reads a request head (up to CRLFCRLF) byte by byte from a raw backend connection.
+/// Reads a head (request or response, up to CRLFCRLF) byte by byte, so nothing after it is
+/// consumed.
 pub fn read_raw_head(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
@@ -751,6 +779,91 @@ pub fn read_raw_head(s: &mut TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&head).into_owned()
+}
+
+// ---- WebSocket handshake ----
+
+/// The RFC 6455 §1.3 sample key and its accept value.
+pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// The upgrade request for `path` with `Host: host`.
+pub fn ws_upgrade(host: &str, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// The 101 answer to an upgrade request, with `Sec-WebSocket-Accept: accept`.
+pub fn ws_switching_protocols(accept: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+}
+
+/// Reads the answer to an upgrade request and asserts it is a 101 with `Upgrade: websocket`;
+/// returns it (without a body) for further checks.
+pub fn read_ws_upgrade_answer(r: &mut impl BufRead) -> Response {
+    let (status, reason, headers) = read_head(r).expect("the upgrade answer");
+    let answer = Response {
+        status,
+        reason,
+        headers,
+        body: Vec::new(),
+    };
+    let headers = &answer.headers;
+    assert_eq!(answer.status, 101, "{} {headers:?}", answer.reason);
+    assert!(
+        answer
+            .header("upgrade")
+            .unwrap_or_default()
+            .eq_ignore_ascii_case("websocket"),
+        "{headers:?}"
+    );
+    answer
+}
+
+/// A WebSocket test backend on 127.0.0.1: every connection goes to its serve function on a
+/// thread of its own, with the list where that function records the upgrade heads it got.
+pub struct WsServer {
+    pub addr: SocketAddr,
+    pub heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl WsServer {
+    pub fn start(serve: fn(TcpStream, &Mutex<Vec<String>>)) -> WsServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&heads);
+        thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(s) = s else { break };
+                let seen = Arc::clone(&seen);
+                thread::spawn(move || serve(s, &seen));
+            }
+        });
+        WsServer { addr, heads }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The upgrade heads recorded so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// The value of header `name` in a raw request head.
+pub fn head_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
 }
 
 /// Parses a JSONL line into a flat map of key -> raw JSON value text (enough for asserts

@@ -117,25 +117,12 @@ pub fn take_first_flight(conn: &mut ClientConnection) -> Vec<u8> {
     out
 }
 
-/// Reads a response head byte by byte (so nothing after it is consumed).
-pub fn read_head_exact(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
 /// Sends `CONNECT target` on a new connection to the forward port and asserts the 200 answer;
 /// returns the socket, positioned just after the answer.
 pub fn open_connect(w: &Watchtower, target: &str) -> TcpStream {
     let mut s = w.connect_proxy();
     s.write_all(connect_request(target).as_bytes()).unwrap();
-    let head = read_head_exact(&mut s);
+    let head = read_raw_head(&mut s);
     assert!(
         head.starts_with("HTTP/1.1 200 "),
         "CONNECT {target} was answered {head:?}"
@@ -177,6 +164,12 @@ pub fn tls_roundtrip(r: &mut TlsReader, request: &str) -> Response {
 /// A GET request for `path` with `Host: host`.
 pub fn get(host: &str, path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+}
+
+/// Sends `GET path` with `Host: host` on `r` and asserts that the answer's body is `body`.
+#[track_caller]
+pub fn assert_get_body(r: &mut TlsReader, host: &str, path: &str, body: &str) {
+    assert_eq!(tls_roundtrip(r, &get(host, path)).body_text(), body);
 }
 
 /// The certificate chain the server presented (leaf first).
@@ -473,74 +466,35 @@ pub fn origin_bytes(n: usize) -> Vec<u8> {
 
 // ---- WebSocket: an echo backend checked by bytes ----
 
-/// The RFC 6455 §1.3 sample key and its accept value.
-pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-pub const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 /// A text frame "hi from the backend", sent in the same write as the 101.
 pub const WS_GREETING: &[u8] = b"\x81\x13hi from the backend";
 
 /// A plain-HTTP backend that answers an upgrade with 101 (accept for [`WS_KEY`]) plus
 /// [`WS_GREETING`], then echoes every byte it receives. Records each upgrade head.
-pub struct WsEcho {
-    pub addr: SocketAddr,
-    pub heads: Arc<Mutex<Vec<String>>>,
+pub fn ws_echo() -> WsServer {
+    WsServer::start(ws_echo_serve)
 }
 
-impl WsEcho {
-    pub fn start() -> WsEcho {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&heads);
-        thread::spawn(move || {
-            for s in listener.incoming() {
-                let Ok(mut s) = s else { break };
-                let seen = Arc::clone(&seen);
-                thread::spawn(move || {
-                    s.set_read_timeout(Some(WAIT)).ok();
-                    let head = read_raw_head(&mut s);
-                    seen.lock().unwrap().push(head);
-                    let mut out = format!(
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                         Connection: Upgrade\r\nSec-WebSocket-Accept: {WS_ACCEPT}\r\n\r\n"
-                    )
-                    .into_bytes();
-                    out.extend_from_slice(WS_GREETING);
-                    if s.write_all(&out).is_err() {
-                        return;
-                    }
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        match s.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => {
-                                if s.write_all(&buf[..n]).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                });
+fn ws_echo_serve(mut s: TcpStream, seen: &Mutex<Vec<String>>) {
+    s.set_read_timeout(Some(WAIT)).ok();
+    let head = read_raw_head(&mut s);
+    seen.lock().unwrap().push(head);
+    let mut out = ws_switching_protocols(WS_ACCEPT).into_bytes();
+    out.extend_from_slice(WS_GREETING);
+    if s.write_all(&out).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
             }
-        });
-        WsEcho { addr, heads }
+        }
     }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    pub fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
-    }
-}
-
-/// The upgrade request for `path` with `Host: host`.
-pub fn ws_upgrade(host: &str, path: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
 }
 
 /// A masked client text frame carrying `payload` (< 126 bytes).
@@ -553,26 +507,19 @@ pub fn ws_masked_text(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Upgrades `r` (a fresh TLS session to a route served by a [`WsEcho`]) with `Host: host`,
+/// Upgrades `r` (a fresh TLS session to a route served by [`ws_echo`]) with `Host: host`,
 /// checks the 101, the greeting sent with it, and that frames come back byte for byte.
 pub fn ws_exercise(r: &mut TlsReader, host: &str) {
     r.get_mut()
         .write_all(ws_upgrade(host, "/chat").as_bytes())
         .unwrap();
-    let (status, reason, headers) = read_head(r).expect("the upgrade answer");
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    assert_eq!(status, 101, "{reason} {headers:?}");
-    assert!(
-        get("upgrade").eq_ignore_ascii_case("websocket"),
-        "{headers:?}"
+    let answer = read_ws_upgrade_answer(r);
+    assert_eq!(
+        answer.header("sec-websocket-accept").unwrap_or_default(),
+        WS_ACCEPT,
+        "{:?}",
+        answer.headers
     );
-    assert_eq!(get("sec-websocket-accept"), WS_ACCEPT, "{headers:?}");
     let mut greeting = vec![0u8; WS_GREETING.len()];
     r.read_exact(&mut greeting).unwrap();
     assert_eq!(greeting, WS_GREETING, "the frame sent with the 101");
@@ -586,12 +533,18 @@ pub fn ws_exercise(r: &mut TlsReader, host: &str) {
     }
 }
 
-/// The value of header `name` in a raw request head.
-pub fn head_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
+/// Runs [`ws_exercise`] on `r` and asserts that `ws` got exactly that one upgrade, for
+/// `/chat`; returns the upgrade heads `ws` recorded.
+pub fn ws_exercise_once(r: &mut TlsReader, host: &str, ws: &WsServer) -> Vec<String> {
+    ws_exercise(r, host);
+    let heads = ws.heads();
+    assert_eq!(heads.len(), 1);
+    assert!(
+        heads[0].starts_with("GET /chat HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
+    heads
 }
 
 // ---- handshake bytes for the malformed-input tests ----
