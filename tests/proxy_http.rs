@@ -876,3 +876,35 @@ fn http10_client_is_forwarded_as_http10_and_gets_an_unchunked_body() {
         "{raw_response}"
     );
 }
+
+/// An upstream that never completes the TCP handshake (its accept queue is full, so the
+/// kernel drops our SYN) is answered 504 after the `connect` timeout, naming the upstream.
+#[test]
+fn upstream_that_never_accepts_is_504_after_the_connect_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Fill the accept queue; nobody ever accepts.
+    let mut fillers = Vec::new();
+    for _ in 0..1024 {
+        match std::net::TcpStream::connect_timeout(
+            &listener.local_addr().unwrap(),
+            Duration::from_millis(100),
+        ) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break,
+        }
+    }
+    let w = Watchtower::start(Opts {
+        timeouts: "connect = 0.5\n".into(),
+        ..Default::default()
+    });
+    let resp = roundtrip(w.proxy, &abs_get(port, "/slow"));
+    assert_eq!(resp.status, 504, "{}", resp.body_text());
+    assert!(
+        resp.body_text()
+            .contains(&format!("127.0.0.1:{port} did not accept the connection")),
+        "{}",
+        resp.body_text()
+    );
+    drop(fillers);
+}
