@@ -66,18 +66,7 @@ pub fn write_from(dst: &mut impl Write, ready: &mut Ready, data: &[u8]) -> IoOut
     if !ready.writable || data.is_empty() {
         return IoOutcome::Blocked;
     }
-    loop {
-        match dst.write(data) {
-            Ok(0) => return IoOutcome::Failed(io::ErrorKind::WriteZero),
-            Ok(n) => return IoOutcome::Done(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ready.writable = false;
-                return IoOutcome::Blocked;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return IoOutcome::Failed(e.kind()),
-        }
-    }
+    write_outcome(ready, || dst.write(data))
 }
 
 /// Writes `first` then `second` in one vectored call (a head and the body bytes already
@@ -97,8 +86,14 @@ pub fn write_two(
         return IoOutcome::Blocked;
     }
     let bufs = [IoSlice::new(first), IoSlice::new(second)];
+    write_outcome(ready, || dst.write_vectored(&bufs))
+}
+
+/// One write attempt, retried on `EINTR`: `WouldBlock` clears the writable flag (the next
+/// edge will set it), a 0-byte write means the socket can take nothing more.
+fn write_outcome(ready: &mut Ready, mut write: impl FnMut() -> io::Result<usize>) -> IoOutcome {
     loop {
-        match dst.write_vectored(&bufs) {
+        match write() {
             Ok(0) => return IoOutcome::Failed(io::ErrorKind::WriteZero),
             Ok(n) => return IoOutcome::Done(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
