@@ -20,13 +20,9 @@ COLOR = {"watchtower": "#d9480f", "nginx": "#2b8a3e", "haproxy": "#1971c2", "tin
 
 
 def fmt_rate(v, unit):
-    if v is None:
-        return "—"
-    if unit == "GB/s":
+    if v is not None and unit == "GB/s":
         return f"{v:.2f}"
-    if v >= 100:
-        return f"{v:,.0f}"
-    return f"{v:.1f}"
+    return fmt_cpu(v)
 
 
 def fmt_us(v):
@@ -40,6 +36,7 @@ def fmt_us(v):
 
 
 def fmt_cpu(v):
+    """A count or cost: whole numbers with separators from 100 up, one decimal below."""
     if v is None:
         return "—"
     if v >= 100:
