@@ -45,6 +45,8 @@ const DEFAULT_CONNECT_SECS: u64 = 10;
 const DEFAULT_REQUEST_HEADER_SECS: u64 = 15;
 const DEFAULT_UPSTREAM_HEADER_SECS: u64 = 60;
 const DEFAULT_IDLE_SECS: u64 = 60;
+/// Most event-loop threads `[proxy] workers` may ask for.
+pub const MAX_WORKERS: u16 = 256;
 /// Upper bound for any timeout: a year. Larger values are almost certainly a unit mistake.
 const MAX_TIMEOUT_SECS: f64 = 86_400.0 * 365.0;
 
@@ -71,6 +73,8 @@ pub struct Config {
     pub dns_server: Option<SocketAddr>,
     /// The on/off switch for local routing, as read at start-up.
     pub local_routing: bool,
+    /// Event-loop threads as configured; `None` means one per core ([`Config::worker_count`]).
+    pub workers: Option<u16>,
     pub tls: TlsPaths,
     /// Where API log lines go (absolute); `None` means no API log.
     pub api_log: Option<PathBuf>,
@@ -210,6 +214,7 @@ impl Config {
             reverse_https_port: proxy.reverse_https_port,
             dns_server: proxy.dns_server,
             local_routing: proxy.local_routing,
+            workers: proxy.workers,
             tls,
             api_log,
             timeouts,
@@ -228,6 +233,7 @@ impl Config {
             reverse_https_port: None,
             dns_server: None,
             local_routing: true,
+            workers: None,
             tls: default_tls_paths(),
             api_log: None,
             timeouts: Timeouts::default(),
@@ -247,6 +253,16 @@ impl Config {
             listeners.push(("reverse_https", SocketAddr::new(self.listen, port)));
         }
         listeners
+    }
+
+    /// How many event loops run: `[proxy] workers`, else one per core the process may use.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(usize::from(MAX_WORKERS)),
+        }
     }
 
     /// Human-readable summary for `watchtower check`: listeners, switch, dns, api_log, timeouts,
@@ -282,6 +298,10 @@ impl Config {
             writeln!(out, "local routing: on")?;
         } else {
             writeln!(out, "local routing: off (every request passes through)")?;
+        }
+        match self.workers {
+            Some(n) => writeln!(out, "workers: {n}")?,
+            None => writeln!(out, "workers: {} (one per core)", self.worker_count())?,
         }
         match self.dns_server {
             Some(addr) => writeln!(out, "dns server: {addr}")?,
@@ -463,6 +483,7 @@ struct RawProxy {
     reverse_https_port: Option<Spanned<i64>>,
     dns_server: Option<Spanned<String>>,
     local_routing: Option<bool>,
+    workers: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -607,6 +628,7 @@ struct ProxySettings {
     reverse_https_port: Option<u16>,
     dns_server: Option<SocketAddr>,
     local_routing: bool,
+    workers: Option<u16>,
 }
 
 fn check_proxy(file: &SourceText<'_>, raw: RawProxy) -> Result<ProxySettings, ConfigError> {
@@ -669,6 +691,23 @@ fn check_proxy(file: &SourceText<'_>, raw: RawProxy) -> Result<ProxySettings, Co
         })
         .transpose()?;
 
+    let workers = match &raw.workers {
+        None => None,
+        Some(value) => match u16::try_from(*value.get_ref()) {
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Some(n),
+            _ => {
+                return Err(file.error(
+                    Some(value.span()),
+                    "proxy.workers",
+                    format_args!(
+                        "{} is not a usable number of workers (1-{MAX_WORKERS}; leave it out for one per core)",
+                        value.get_ref()
+                    ),
+                ));
+            }
+        },
+    };
+
     Ok(ProxySettings {
         listen,
         proxy_port: port_of("proxy.proxy_port").unwrap_or(DEFAULT_PROXY_PORT),
@@ -676,6 +715,7 @@ fn check_proxy(file: &SourceText<'_>, raw: RawProxy) -> Result<ProxySettings, Co
         reverse_https_port: port_of("proxy.reverse_https_port"),
         dns_server,
         local_routing: raw.local_routing.unwrap_or(true),
+        workers,
     })
 }
 
@@ -1044,6 +1084,7 @@ reverse_http_port = 8080
 reverse_https_port = 8443
 dns_server = "127.0.0.1:5353"
 local_routing = false
+workers = 3
 
 [tls]
 ca_cert = "ca.pem"
@@ -1085,6 +1126,7 @@ enabled = false
                 reverse_https_port: Some(8443),
                 dns_server: Some("127.0.0.1:5353".parse().unwrap()),
                 local_routing: false,
+                workers: Some(3),
                 tls: TlsPaths {
                     ca_cert: PathBuf::from("/etc/watchtower/ca.pem"),
                     ca_key: PathBuf::from("/var/lib/wt/ca-key.pem"),
@@ -1360,6 +1402,29 @@ enabled = false
                 ("proxy", "[::1]:8888".parse().unwrap()),
                 ("reverse_http", "[::1]:8080".parse().unwrap()),
             ]
+        );
+    }
+
+    #[test]
+    fn workers_are_counted_from_one_and_default_to_the_cores() {
+        assert_eq!(parse("").unwrap().workers, None);
+        assert!(parse("").unwrap().worker_count() >= 1);
+        let config = parse("[proxy]\nworkers = 1\n").unwrap();
+        assert_eq!((config.workers, config.worker_count()), (Some(1), 1));
+        assert!(config.describe().contains("workers: 1\n"));
+        for bad in ["0", "-2", "257", "100000"] {
+            assert_error(
+                &format!("[proxy]\nworkers = {bad}\n"),
+                &[
+                    "line 2",
+                    "proxy.workers",
+                    &format!("{bad} is not a usable number of workers"),
+                ],
+            );
+        }
+        assert_error(
+            "[proxy]\nworkers = \"4\"\n",
+            &["line 2", "expected an integer"],
         );
     }
 

@@ -1,9 +1,9 @@
 //! The services every session phase is handed (`&mut Ctx`): the clock, the poller's
-//! registry, buffers, deadlines, routes, the resolver and the log. The event loop owns the
-//! one `Ctx`; sessions never own shared state, so nothing needs a lock.
+//! registry, buffers, deadlines, routes, the resolver and the log. Each event loop (worker)
+//! owns one `Ctx`; what the workers share (routes, the certificate store, the log and resolver
+//! queues) sits behind `Arc`s and channels, and only a certificate-cache miss takes a lock.
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use crate::relay::BufPool;
 use crate::resolve::Resolver;
 use crate::route::RouteTable;
 use crate::timer::Timers;
-use crate::tls::CertStore;
+use crate::tls::WorkerCerts;
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends,
 /// so our final response is not destroyed by a TCP reset (the "lingering close" of RFC 9112
@@ -30,10 +30,11 @@ pub struct Ctx {
     pub registry: Registry,
     pub pool: BufPool,
     pub timers: Timers,
-    /// Shared so a phase can hold a route while it also uses the rest of the context.
-    pub routes: Rc<RouteTable>,
+    /// Shared by the workers, and so a phase can hold a route while it also uses the rest of
+    /// the context.
+    pub routes: Arc<RouteTable>,
     /// Minted leaf certificates, one `ServerConfig` per name.
-    pub certs: CertStore,
+    pub certs: WorkerCerts,
     /// How pass-through TLS connections verify real servers.
     pub tls_client: Arc<rustls::ClientConfig>,
     /// The on/off switch for local routing (SPEC §1).

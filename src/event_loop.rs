@@ -1,5 +1,13 @@
-//! The event loop: one `mio::Poll`, the listeners, the session slab, timers, resolver
-//! answers and shutdown.
+//! The event loops: `[proxy] workers` threads (default one per core), each with its own
+//! `mio::Poll`, listeners, session slab, timers, buffers and resolver answers.
+//!
+//! Workers share nothing on the request path. Each listener is bound once per worker with
+//! `SO_REUSEPORT`, so the kernel spreads new connections over the workers and a connection stays
+//! on the worker that accepted it; before that, a plain bind of the same address checks that no
+//! other program (or a second Watchtower) is listening there, since `SO_REUSEPORT` would
+//! otherwise let it share the port silently. The route table is an `Arc` read without locks; the
+//! certificate store is shared behind a mutex that only a worker's first handshake for a name
+//! takes (`tls::WorkerCerts`); the log and the resolver threads are reached over channels.
 //!
 //! Fixed tokens sit at the top of the token space (waker, signal pipe, listeners); every
 //! other token is a session's slab key plus a bit for the side (`session::token`). Each
@@ -7,31 +15,35 @@
 //! fires due deadlines, re-drives sessions that stopped at their step bound, and resumes
 //! accepting if it had to stop (session cap, out of file descriptors).
 //!
-//! Shutdown (SIGINT/SIGTERM, delivered through a self-pipe by `signal-hook`): listeners are
-//! closed so nothing new is accepted, idle connections close at once, in-flight exchanges
+//! Shutdown (SIGINT/SIGTERM, delivered through a self-pipe by `signal-hook` to the first worker,
+//! which raises a shared flag and wakes the others): listeners are closed so nothing new is
+//! accepted, idle connections close at once, in-flight exchanges
 //! finish (their responses say `Connection: close`) for up to [`DRAIN_GRACE`], then
-//! whatever remains is cut and logged, and `run` returns so `main` can flush the log.
+//! whatever remains is cut and logged, and `run` returns once every worker has finished, so
+//! `main` can flush the log. A worker whose poller fails stops all of them the same way.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::apilog::LogSender;
-use crate::config::Config;
+use crate::config::{Config, Timeouts};
 use crate::context::Ctx;
 use crate::relay::BufPool;
-use crate::resolve::Resolver;
+use crate::resolve::{Resolver, ResolverPool};
 use crate::route::{ListenerKind, RouteTable};
 use crate::session::{self, CloseReason, Session};
 use crate::timer::Timers;
-use crate::tls::{self, CertStore, LocalCa};
+use crate::tls::{self, CertStore, LocalCa, WorkerCerts};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -40,11 +52,15 @@ const LISTENER_BASE: usize = usize::MAX - 16;
 
 /// How long in-flight exchanges may run on after a shutdown signal.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
-/// Most client connections served at once; accepting pauses above it.
+/// Most client connections served at once, split evenly over the workers; a worker pauses
+/// accepting at its share.
 pub const MAX_SESSIONS: usize = 16_384;
-/// Most pooled buffers lent at once (64 KiB each: 1 GiB in the worst case).
+/// Most pooled buffers lent at once (64 KiB each: 1 GiB in the worst case), split over the
+/// workers.
 pub const MAX_BUFFERS: usize = 16_384;
-/// Spare buffers kept for reuse after a burst.
+/// Pending connections the kernel queues per listening socket.
+const LISTEN_BACKLOG: i32 = 1024;
+/// Spare buffers kept for reuse after a burst, per worker.
 pub const KEEP_BUFFERS: usize = 256;
 /// Host names whose minted certificate stays cached.
 const CERT_CACHE_NAMES: usize = 1024;
@@ -99,31 +115,80 @@ impl std::error::Error for StartError {}
 
 struct Listener {
     kind: ListenerKind,
-    name: &'static str,
     addr: SocketAddr,
     sock: Option<TcpListener>,
     /// More connections may be waiting (we stopped before `WouldBlock`).
     pending: bool,
 }
 
-/// A bound, ready-to-run proxy.
+/// Raised to stop every worker (a signal, or a worker whose loop failed); each worker is woken
+/// so it notices at once.
+struct Shutdown {
+    requested: AtomicBool,
+    /// The first worker to act on it logs the shutdown line.
+    announced: AtomicBool,
+    wakers: Vec<Arc<Waker>>,
+    /// Client connections open across all workers (for the shutdown line).
+    open: AtomicUsize,
+}
+
+impl Shutdown {
+    fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        for waker in &self.wakers {
+            if let Err(e) = waker.wake() {
+                log::warn!("could not wake a worker to stop it: {e}");
+            }
+        }
+    }
+}
+
+/// A bound, ready-to-run proxy: its workers, each with its own poller and listeners.
 pub struct Proxy {
+    /// Built on the thread that runs them (a worker holds `Rc`s, so it cannot be sent).
+    workers: Vec<WorkerParts>,
+    addrs: Vec<(&'static str, SocketAddr)>,
+    shutdown: Arc<Shutdown>,
+}
+
+/// Everything a worker is made of that can cross to its thread.
+struct WorkerParts {
+    id: usize,
+    poll: Poll,
+    listeners: Vec<Listener>,
+    /// Only the first worker reads the signal pipe.
+    signals: Option<UnixStream>,
+    certs: WorkerCerts,
+    resolver: Resolver,
+    log: LogSender,
+    routes: Arc<RouteTable>,
+    tls_client: Arc<rustls::ClientConfig>,
+    local_routing: bool,
+    timeouts: Timeouts,
+    own_addrs: Vec<SocketAddr>,
+    max_sessions: usize,
+    max_buffers: usize,
+    shutdown: Arc<Shutdown>,
+}
+
+/// One event loop.
+struct Worker {
+    id: usize,
     poll: Poll,
     listeners: Vec<Listener>,
     sessions: Slab<Session>,
     ctx: Ctx,
-    /// Read end of the signal self-pipe.
-    signals: UnixStream,
-    /// Keeps the waker alive (the resolver threads hold clones).
-    _waker: Arc<Waker>,
+    signals: Option<UnixStream>,
+    shutdown: Arc<Shutdown>,
+    max_sessions: usize,
     next_generation: u64,
     /// Accepting stopped at the session cap or fd limit; retry after closes.
     accept_paused: bool,
 }
 
 impl Proxy {
-    /// Binds every configured listener and sets up the loop. Nothing is accepted until
-    /// [`Proxy::run`].
+    /// Binds every configured listener (once per worker) and sets up the loops. Nothing is
+    /// accepted until [`Proxy::run`].
     pub fn bind(config: &Config, log: LogSender) -> Result<Proxy, StartError> {
         // The CA comes first: a bad CA refuses to start before any port is bound.
         let (ca, created) = LocalCa::load_or_create(&config.tls.ca_cert, &config.tls.ca_key)
@@ -138,89 +203,232 @@ impl Proxy {
             Some(path) => tls::read_pem_certs(path).map_err(StartError::Ca)?,
             None => Vec::new(),
         };
-        let certs = CertStore::new(ca, CERT_CACHE_NAMES).map_err(StartError::Certs)?;
-        let poll = Poll::new().map_err(|e| StartError::Setup("the poller", e))?;
-        let mut listeners = Vec::new();
+        let certs = Arc::new(Mutex::new(
+            CertStore::new(ca, CERT_CACHE_NAMES).map_err(StartError::Certs)?,
+        ));
+        let n = config.worker_count().max(1);
+        if let Err(e) = crate::sys::raise_open_file_limit() {
+            log::warn!("could not raise the open-file limit: {e}");
+        }
+
+        // Per listener, one socket per worker.
+        let mut bound = Vec::new();
         for (name, addr) in config.listeners() {
             let kind = match name {
                 "reverse_http" => ListenerKind::ReverseHttp,
                 "reverse_https" => ListenerKind::ReverseHttps,
                 _ => ListenerKind::Forward,
             };
-            let mut sock = TcpListener::bind(addr).map_err(|source| StartError::Bind {
-                name,
-                addr,
-                source,
-            })?;
-            let addr = sock.local_addr().unwrap_or(addr);
-            poll.registry()
-                .register(
-                    &mut sock,
-                    Token(LISTENER_BASE - listeners.len()),
-                    Interest::READABLE,
-                )
-                .map_err(|e| StartError::Setup("a listener", e))?;
-            listeners.push(Listener {
-                kind,
-                name,
-                addr,
-                sock: Some(sock),
-                pending: false,
-            });
+            let (addr, socks) =
+                bind_listener(addr, n).map_err(|source| StartError::Bind { name, addr, source })?;
+            bound.push((kind, name, addr, socks));
         }
+        let addrs: Vec<(&'static str, SocketAddr)> = bound
+            .iter()
+            .map(|(_, name, addr, _)| (*name, *addr))
+            .collect();
         if let Some(dns) = config.dns_server {
             log::warn!(
                 "dns_server = {dns} is not used yet (issue 6); real servers are resolved by the system resolver"
             );
         }
-        let waker = Arc::new(
-            Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Setup("the waker", e))?,
-        );
-        let resolver = Resolver::start(Arc::clone(&waker))
-            .map_err(|e| StartError::Setup("resolver threads", e))?;
-        let signals = signal_pipe(&poll).map_err(|e| StartError::Setup("signal handling", e))?;
-        let registry = poll
-            .registry()
-            .try_clone()
-            .map_err(|e| StartError::Setup("the poller", e))?;
-        if let Err(e) = crate::sys::raise_open_file_limit() {
-            log::warn!("could not raise the open-file limit: {e}");
+
+        let mut polls = Vec::with_capacity(n);
+        let mut wakers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let poll = Poll::new().map_err(|e| StartError::Setup("the poller", e))?;
+            let waker = Waker::new(poll.registry(), WAKER)
+                .map_err(|e| StartError::Setup("the waker", e))?;
+            polls.push(poll);
+            wakers.push(Arc::new(waker));
         }
-        let ctx = Ctx {
-            now: Instant::now(),
-            registry,
-            pool: BufPool::new(MAX_BUFFERS, KEEP_BUFFERS),
-            timers: Timers::default(),
-            routes: Rc::new(RouteTable::new(&config.routes)),
-            certs,
-            tls_client: tls::client_config(&extra_roots),
-            local_routing: config.local_routing,
-            timeouts: config.timeouts,
-            resolver,
-            log,
-            own_addrs: listeners.iter().map(|l| l.addr).collect(),
-            draining: false,
-            redrive: Vec::new(),
-        };
+        let shutdown = Arc::new(Shutdown {
+            requested: AtomicBool::new(false),
+            announced: AtomicBool::new(false),
+            wakers: wakers.clone(),
+            open: AtomicUsize::new(0),
+        });
+        let resolvers =
+            ResolverPool::start().map_err(|e| StartError::Setup("resolver threads", e))?;
+        let routes = Arc::new(RouteTable::new(&config.routes));
+        let tls_client = tls::client_config(&extra_roots);
+        let own_addrs: Vec<SocketAddr> = addrs.iter().map(|(_, addr)| *addr).collect();
+
+        let mut workers = Vec::with_capacity(n);
+        for (id, (poll, waker)) in polls.into_iter().zip(wakers).enumerate() {
+            let mut listeners = Vec::with_capacity(bound.len());
+            for (i, (kind, _, addr, socks)) in bound.iter_mut().enumerate() {
+                let mut sock = socks.pop().expect("one socket per worker");
+                poll.registry()
+                    .register(&mut sock, Token(LISTENER_BASE - i), Interest::READABLE)
+                    .map_err(|e| StartError::Setup("a listener", e))?;
+                listeners.push(Listener {
+                    kind: *kind,
+                    addr: *addr,
+                    sock: Some(sock),
+                    pending: false,
+                });
+            }
+            let signals = if id == 0 {
+                Some(signal_pipe(&poll).map_err(|e| StartError::Setup("signal handling", e))?)
+            } else {
+                None
+            };
+            workers.push(WorkerParts {
+                id,
+                poll,
+                listeners,
+                signals,
+                certs: WorkerCerts::new(Arc::clone(&certs), CERT_CACHE_NAMES),
+                resolver: resolvers.handle(waker),
+                log: log.clone(),
+                routes: Arc::clone(&routes),
+                tls_client: Arc::clone(&tls_client),
+                local_routing: config.local_routing,
+                timeouts: config.timeouts,
+                own_addrs: own_addrs.clone(),
+                max_sessions: MAX_SESSIONS.div_ceil(n),
+                max_buffers: MAX_BUFFERS.div_ceil(n),
+                shutdown: Arc::clone(&shutdown),
+            });
+        }
         Ok(Proxy {
-            poll,
-            listeners,
-            sessions: Slab::with_capacity(256),
-            ctx,
-            signals,
-            _waker: waker,
-            next_generation: 1,
-            accept_paused: false,
+            workers,
+            addrs,
+            shutdown,
         })
     }
 
     /// The bound listeners: (config name, address).
     pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
-        self.listeners.iter().map(|l| (l.name, l.addr)).collect()
+        self.addrs.clone()
     }
 
-    /// Runs until a shutdown signal has been handled and in-flight work drained.
-    pub fn run(mut self) -> io::Result<()> {
+    /// How many event loops [`Proxy::run`] starts.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Runs every worker (the first on the calling thread) until a shutdown signal has been
+    /// handled and in-flight work drained, or a worker's poller failed (its error is returned).
+    pub fn run(self) -> io::Result<()> {
+        let mut parts = self.workers.into_iter();
+        let first = parts.next().expect("at least one worker");
+        let mut threads = Vec::new();
+        let mut result = Ok(());
+        for part in parts {
+            let name = format!("watchtower-w{}", part.id);
+            match thread::Builder::new()
+                .name(name)
+                .spawn(move || Worker::new(part).run())
+            {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    self.shutdown.request();
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let first_result = Worker::new(first).run();
+        for handle in threads {
+            let outcome = handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a worker thread panicked")));
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        first_result.and(result)
+    }
+}
+
+/// Binds `addr` once per worker, each socket with `SO_REUSEPORT` when there are several; returns
+/// the address bound (its port filled in when `addr` asked for port 0).
+fn bind_listener(addr: SocketAddr, workers: usize) -> io::Result<(SocketAddr, Vec<TcpListener>)> {
+    let shared = workers > 1;
+    if shared {
+        // A plain bind fails with "address in use" when anything listens on the address,
+        // including another process's SO_REUSEPORT group, which we would otherwise join.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
+    let mut addr = addr;
+    let mut socks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        sock.set_reuse_address(true)?;
+        if shared {
+            sock.set_reuse_port(true)?;
+        }
+        sock.bind(&addr.into())?;
+        sock.listen(LISTEN_BACKLOG)?;
+        sock.set_nonblocking(true)?;
+        if let Some(bound) = sock.local_addr()?.as_socket() {
+            addr = bound; // later sockets join the port the first one got
+        }
+        socks.push(TcpListener::from_std(sock.into()));
+    }
+    Ok((addr, socks))
+}
+
+impl Worker {
+    fn new(parts: WorkerParts) -> Worker {
+        let registry = parts
+            .poll
+            .registry()
+            .try_clone()
+            .expect("cloning a poller's registry (a dup of its fd)");
+        let ctx = Ctx {
+            now: Instant::now(),
+            registry,
+            pool: BufPool::new(parts.max_buffers, KEEP_BUFFERS),
+            timers: Timers::default(),
+            routes: parts.routes,
+            certs: parts.certs,
+            tls_client: parts.tls_client,
+            local_routing: parts.local_routing,
+            timeouts: parts.timeouts,
+            resolver: parts.resolver,
+            log: parts.log,
+            own_addrs: parts.own_addrs,
+            draining: false,
+            redrive: Vec::new(),
+        };
+        Worker {
+            id: parts.id,
+            poll: parts.poll,
+            listeners: parts.listeners,
+            sessions: Slab::with_capacity(256),
+            ctx,
+            signals: parts.signals,
+            shutdown: parts.shutdown,
+            max_sessions: parts.max_sessions,
+            next_generation: 1,
+            accept_paused: false,
+        }
+    }
+
+    /// Runs until shutdown has been requested and in-flight work drained. A poller failure
+    /// stops every worker and is returned.
+    fn run(mut self) -> io::Result<()> {
+        let result = self.run_loop();
+        if let Err(e) = &result {
+            log::error!("worker {}: event loop failed: {e}; stopping", self.id);
+            self.shutdown.request();
+        }
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.abort(CloseReason::Shutdown, &mut self.ctx);
+            }
+            self.remove(key);
+        }
+        result
+    }
+
+    fn run_loop(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut drain_until: Option<Instant> = None;
         loop {
@@ -236,8 +444,8 @@ impl Proxy {
                 match event.token() {
                     WAKER => self.resolver_answers(),
                     SIGNALS => {
-                        if self.signalled() && drain_until.is_none() {
-                            drain_until = Some(self.begin_drain());
+                        if self.signalled() {
+                            self.shutdown.request();
                         }
                     }
                     Token(t) if t > LISTENER_BASE - self.listeners.len() && t <= LISTENER_BASE => {
@@ -255,23 +463,18 @@ impl Proxy {
                     }
                 }
             }
+            if drain_until.is_none() && self.shutdown.requested.load(Ordering::SeqCst) {
+                drain_until = Some(self.begin_drain());
+            }
             self.fire_deadlines();
             self.redrive();
             self.accept_all();
             if let Some(until) = drain_until
                 && (self.sessions.is_empty() || self.ctx.now >= until)
             {
-                break;
+                return Ok(());
             }
         }
-        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            if let Some(s) = self.sessions.get_mut(key) {
-                s.abort(CloseReason::Shutdown, &mut self.ctx);
-            }
-            self.sessions.remove(key);
-        }
-        Ok(())
     }
 
     fn poll_timeout(&self, drain_until: Option<Instant>) -> Option<Duration> {
@@ -301,7 +504,7 @@ impl Proxy {
 
     fn accept(&mut self, i: usize) {
         for _ in 0..ACCEPTS_PER_TURN {
-            if self.sessions.len() >= MAX_SESSIONS {
+            if self.sessions.len() >= self.max_sessions {
                 self.pause_accepting("session limit reached");
                 return;
             }
@@ -353,6 +556,7 @@ impl Proxy {
         let generation = self.next_generation;
         self.next_generation += 1;
         let kind = self.listeners[i].kind;
+        self.shutdown.open.fetch_add(1, Ordering::Relaxed);
         entry.insert(Session::new(
             key,
             generation,
@@ -365,6 +569,7 @@ impl Proxy {
 
     fn remove(&mut self, key: usize) {
         self.sessions.remove(key);
+        self.shutdown.open.fetch_sub(1, Ordering::Relaxed);
         if self.accept_paused {
             self.accept_paused = false;
             for l in &mut self.listeners {
@@ -425,10 +630,13 @@ impl Proxy {
 
     /// Reads the signal pipe; true if a signal arrived.
     fn signalled(&mut self) -> bool {
+        let Some(signals) = self.signals.as_mut() else {
+            return false;
+        };
         let mut buf = [0u8; 64];
         let mut got = false;
         loop {
-            match self.signals.read(&mut buf) {
+            match signals.read(&mut buf) {
                 Ok(0) => return got,
                 Ok(_) => got = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -439,11 +647,13 @@ impl Proxy {
 
     /// Stops accepting and closes idle connections; returns the drain deadline.
     fn begin_drain(&mut self) -> Instant {
-        log::info!(
-            "shutting down: {} connection(s) open, waiting up to {}s for them",
-            self.sessions.len(),
-            DRAIN_GRACE.as_secs()
-        );
+        if !self.shutdown.announced.swap(true, Ordering::SeqCst) {
+            log::info!(
+                "shutting down: {} connection(s) open, waiting up to {}s for them",
+                self.shutdown.open.load(Ordering::Relaxed),
+                DRAIN_GRACE.as_secs()
+            );
+        }
         for l in &mut self.listeners {
             if let Some(mut sock) = l.sock.take() {
                 let _ = self.poll.registry().deregister(&mut sock);
@@ -456,7 +666,7 @@ impl Proxy {
             if let Some(s) = self.sessions.get_mut(key)
                 && !s.on_drain(&mut self.ctx)
             {
-                self.sessions.remove(key);
+                self.remove(key);
             }
         }
         self.ctx.now + DRAIN_GRACE

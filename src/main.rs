@@ -151,10 +151,12 @@ fn run(args: &Args) -> ExitCode {
         })
         .collect();
     let enabled = config.routes.iter().filter(|r| r.enabled).count();
+    let workers = proxy.workers();
     eprintln!(
-        "watchtower {} ready: {}; local routing {} ({enabled} route{} enabled){}",
+        "watchtower {} ready: {}; {workers} worker{}; local routing {} ({enabled} route{} enabled){}",
         env!("CARGO_PKG_VERSION"),
         listening.join(", "),
+        if workers == 1 { "" } else { "s" },
         if config.local_routing { "on" } else { "off" },
         if enabled == 1 { "" } else { "s" },
         match &config.source {

@@ -1,9 +1,9 @@
 //! Name resolution that never blocks the event loop.
 //!
-//! The system resolver (`getaddrinfo`) can stall for seconds, so it runs on a few worker
-//! threads. The loop sends a [`Query`] over an unbounded crossbeam channel (sending never
-//! blocks), a worker answers on a second channel and wakes the loop through its
-//! `mio::Waker`; the loop matches the [`Answer`] to its session by slab key *and* generation,
+//! The system resolver (`getaddrinfo`) can stall for seconds, so it runs on a few threads
+//! shared by every event loop. A loop sends a [`Query`] over an unbounded crossbeam channel
+//! (sending never blocks), a resolver thread answers on that loop's own channel and wakes it
+//! through its `mio::Waker`; the loop matches the [`Answer`] to its session by slab key *and* generation,
 //! so an answer for a session that has since closed is simply dropped. IP literals never get
 //! here: the session parses them itself. Caching and the `dns_server` client come later
 //! (issue 6); the interface stays the same.
@@ -56,47 +56,82 @@ pub struct Answer {
     pub result: Result<Vec<SocketAddr>, ResolveError>,
 }
 
-/// The loop's handle on the resolver threads. Dropping it lets the threads exit once they
-/// finish their current lookup; nobody joins them, since `getaddrinfo` cannot be cancelled.
+/// One event loop's handle on the shared resolver threads. Dropping every handle (and the
+/// [`ResolverPool`]) lets the threads exit once they finish their current lookup; nobody joins
+/// them, since `getaddrinfo` cannot be cancelled.
 pub struct Resolver {
-    queries: Sender<Query>,
+    queries: Sender<Job>,
+    reply: Arc<Reply>,
     answers: Receiver<Answer>,
 }
 
-impl Resolver {
-    /// Starts the worker threads; each answer wakes the loop through `waker`.
-    pub fn start(waker: Arc<Waker>) -> io::Result<Resolver> {
-        let (queries, query_rx) = crossbeam_channel::unbounded::<Query>();
-        let (answer_tx, answers) = crossbeam_channel::unbounded::<Answer>();
+/// Where a worker's answers go, and how to wake it.
+struct Reply {
+    answers: Sender<Answer>,
+    waker: Arc<Waker>,
+}
+
+struct Job {
+    query: Query,
+    reply: Arc<Reply>,
+}
+
+/// The resolver threads, shared by every event loop; [`ResolverPool::handle`] gives each loop
+/// its own answer queue.
+pub struct ResolverPool {
+    queries: Sender<Job>,
+}
+
+impl ResolverPool {
+    /// Starts [`RESOLVER_THREADS`] threads.
+    pub fn start() -> io::Result<ResolverPool> {
+        let (queries, query_rx) = crossbeam_channel::unbounded::<Job>();
         for i in 0..RESOLVER_THREADS {
             let query_rx = query_rx.clone();
-            let answer_tx = answer_tx.clone();
-            let waker = Arc::clone(&waker);
             thread::Builder::new()
-                .name(format!("watchtower-dns-{i}"))
+                .name(format!("watchtower-dns{i}"))
                 .spawn(move || {
-                    for q in query_rx {
-                        let result = lookup(&q.host, q.port);
+                    for Job { query, reply } in query_rx {
+                        let result = lookup(&query.host, query.port);
                         let answer = Answer {
-                            key: q.key,
-                            generation: q.generation,
+                            key: query.key,
+                            generation: query.generation,
                             result,
                         };
-                        if answer_tx.send(answer).is_err() {
-                            return; // the loop is gone
+                        if reply.answers.send(answer).is_err() {
+                            continue; // that loop is gone
                         }
-                        if let Err(e) = waker.wake() {
+                        if let Err(e) = reply.waker.wake() {
                             log::warn!("resolver could not wake the event loop: {e}");
                         }
                     }
                 })?;
         }
-        Ok(Resolver { queries, answers })
+        Ok(ResolverPool { queries })
     }
 
+    /// A handle for the loop that `waker` wakes.
+    pub fn handle(&self, waker: Arc<Waker>) -> Resolver {
+        let (answers_tx, answers) = crossbeam_channel::unbounded::<Answer>();
+        Resolver {
+            queries: self.queries.clone(),
+            reply: Arc::new(Reply {
+                answers: answers_tx,
+                waker,
+            }),
+            answers,
+        }
+    }
+}
+
+impl Resolver {
     /// Queues a lookup; never blocks.
     pub fn submit(&self, query: Query) {
-        if self.queries.send(query).is_err() {
+        let job = Job {
+            query,
+            reply: Arc::clone(&self.reply),
+        };
+        if self.queries.send(job).is_err() {
             log::error!("resolver threads are gone; lookups will time out");
         }
     }
@@ -131,7 +166,7 @@ mod tests {
     fn answers_arrive_and_wake_the_loop() {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let resolver = Resolver::start(waker).unwrap();
+        let resolver = ResolverPool::start().unwrap().handle(waker);
         resolver.submit(Query {
             key: 3,
             generation: 9,

@@ -1,4 +1,4 @@
-//! The log's two ends: [`LogSender`], owned by the event loop, and [`LogWorker`], the
+//! The log's two ends: [`LogSender`], one per event loop (worker), and [`LogWorker`], the
 //! `watchtower-log` thread that formats records and writes `api_log` and the stderr access lines.
 //!
 //! The loop must never wait on a disk, so the hand-off is a bounded channel and `send` uses
@@ -83,9 +83,9 @@ fn io_reason(error: &io::Error) -> String {
     }
 }
 
-/// The event loop's end of the log. One owner (the loop); dropping it tells the worker to drain
-/// and exit. `send` never blocks and never allocates.
-#[derive(Debug)]
+/// An event loop's end of the log: each worker holds a clone; dropping the last one tells the
+/// log thread to drain and exit. `send` never blocks and never allocates.
+#[derive(Debug, Clone)]
 pub struct LogSender {
     /// `None` for [`LogSender::disabled`], which discards records.
     tx: Option<Sender<ApiRecord>>,

@@ -15,6 +15,7 @@
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::apilog::{Kind, Text};
@@ -218,7 +219,7 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
     let is_connect = head.method == Method::Connect;
     // Both are reference-counted so the borrows below do not hold `conn` or `ctx`.
     let pin = conn.pin.clone();
-    let routes = Rc::clone(&ctx.routes);
+    let routes = Arc::clone(&ctx.routes);
     let authority = head.authority.map(|s| s.str_of(src)).unwrap_or("");
     let path: &[u8] = if head.path.is_empty() {
         b"/"

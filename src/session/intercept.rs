@@ -164,14 +164,15 @@ impl Handshake {
             .server_name()
             .or(pin.as_deref().map(|p| &*p.host))
             .unwrap_or("localhost");
-        let minted_before = ctx.certs.minted();
         let config = match ctx.certs.config_for(name) {
-            Ok(c) => c,
+            Ok((config, minted)) => {
+                if minted {
+                    log::info!("minted a certificate for {name}");
+                }
+                config
+            }
             Err(e) => return handshake_failed(conn, ctx, format_args!("{e}")),
         };
-        if ctx.certs.minted() != minted_before {
-            log::info!("minted a certificate for {name}");
-        }
         match accepted.into_connection(config) {
             Ok(server) => {
                 conn.client.start_tls(server);

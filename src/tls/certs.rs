@@ -2,8 +2,10 @@
 //! [`CertStore`] mints a leaf for a host name on first use — signed by the [`LocalCa`], with one
 //! P-256 leaf key shared by every leaf so a mint is a single signature — and keeps a ready
 //! `ServerConfig` per name in a bounded least-recently-used cache, so a host's next handshake
-//! costs a hash lookup. It belongs to the single-threaded event loop: `&mut self`, no locks.
-//! A mint costs tens of microseconds (see the `mint_cost` test), so the loop mints inline.
+//! costs a hash lookup. The event loops share one store behind a mutex, each through a
+//! [`WorkerCerts`] front cache that it reads without locking, so the lock is taken only the
+//! first time a loop meets a name. A mint costs tens of microseconds (see the `mint_cost`
+//! test), so a loop mints inline.
 //! [`client_config`] is the other direction: the rustls client that reaches real servers.
 //! Driving either side over a socket is the session's job; the CA files are [`super::ca`]'s.
 
@@ -13,7 +15,7 @@ use std::fmt;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rcgen::string::Ia5String;
@@ -62,8 +64,8 @@ impl fmt::Display for MintError {
 impl std::error::Error for MintError {}
 
 /// Mints leaf certificates on demand and caches one rustls ServerConfig per name (bounded,
-/// least-recently-used), so a host's second handshake costs no minting. Owned by the
-/// single-threaded event loop: methods take &mut self, no locks.
+/// least-recently-used), so a host's second handshake costs no minting. Methods take
+/// `&mut self`; the event loops share it behind a mutex (see [`WorkerCerts`]).
 pub struct CertStore {
     ca: LocalCa,
     /// The one leaf key pair; its public half goes into every leaf. Lives as long as the store,
@@ -77,18 +79,61 @@ pub struct CertStore {
     /// under a different SNI (RFC 6066 §3).
     template: ServerConfig,
     rng: &'static dyn SecureRandom,
-    /// Cached configs by normalized name, each with the tick of its last use.
-    cache: HashMap<String, Cached>,
-    /// Most names kept; at least 1.
-    capacity: usize,
-    /// Counts `config_for` calls; orders cache entries by last use.
-    clock: u64,
+    /// Ready configs by normalized name.
+    cache: Lru<Arc<ServerConfig>>,
     minted: u64,
 }
 
-struct Cached {
-    config: Arc<ServerConfig>,
-    last_used: u64,
+/// A bounded map from a name to a value that drops the least recently used entry when full.
+struct Lru<V> {
+    /// Each value with the tick of its last use.
+    map: HashMap<String, (V, u64)>,
+    /// Most names kept; at least 1.
+    capacity: usize,
+    /// Counts lookups and inserts; orders entries by last use.
+    clock: u64,
+}
+
+impl<V: Clone> Lru<V> {
+    fn new(capacity: usize) -> Lru<V> {
+        Lru {
+            map: HashMap::with_capacity(capacity.clamp(1, 4096)),
+            capacity: capacity.max(1),
+            clock: 0,
+        }
+    }
+
+    fn get(&mut self, key: &str) -> Option<V> {
+        self.clock += 1;
+        let (value, last_used) = self.map.get_mut(key)?;
+        *last_used = self.clock;
+        Some(value.clone())
+    }
+
+    fn insert(&mut self, key: String, value: V) {
+        if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
+            self.evict_least_recent();
+        }
+        self.clock += 1;
+        self.map.insert(key, (value, self.clock));
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Drops the least recently used entry. A linear scan: it runs only when a name is missing,
+    /// which costs a signature or a lock anyway, over at most `capacity` entries.
+    fn evict_least_recent(&mut self) {
+        let oldest = self
+            .map
+            .iter()
+            .min_by_key(|(_, (_, last_used))| *last_used)
+            .map(|(name, _)| name.clone());
+        if let Some(name) = oldest {
+            self.map.remove(&name);
+        }
+    }
 }
 
 impl fmt::Debug for CertStore {
@@ -96,7 +141,7 @@ impl fmt::Debug for CertStore {
         f.debug_struct("CertStore")
             .field("ca", &self.ca)
             .field("cached", &self.cache.len())
-            .field("capacity", &self.capacity)
+            .field("capacity", &self.cache.capacity)
             .field("minted", &self.minted)
             .finish_non_exhaustive()
     }
@@ -213,9 +258,7 @@ impl CertStore {
             signing_key,
             template,
             rng,
-            cache: HashMap::with_capacity(capacity.clamp(1, 4096)),
-            capacity: capacity.max(1),
-            clock: 0,
+            cache: Lru::new(capacity),
             minted: 0,
         })
     }
@@ -227,26 +270,15 @@ impl CertStore {
     /// (LRU).
     pub fn config_for(&mut self, name: &str) -> Result<Arc<ServerConfig>, MintError> {
         let key = normalize(name);
-        self.clock += 1;
-        if let Some(cached) = self.cache.get_mut(key.as_ref()) {
-            cached.last_used = self.clock;
-            return Ok(Arc::clone(&cached.config));
+        if let Some(config) = self.cache.get(&key) {
+            return Ok(config);
         }
         let leaf = LeafName::parse(&key)
             .ok_or_else(|| MintError::for_name(name, "not a DNS name or IP address"))?;
         let config = self
             .mint(&key, &leaf)
             .map_err(|reason| MintError::for_name(name, reason))?;
-        if self.cache.len() >= self.capacity {
-            self.evict_least_recent();
-        }
-        self.cache.insert(
-            key.into_owned(),
-            Cached {
-                config: Arc::clone(&config),
-                last_used: self.clock,
-            },
-        );
+        self.cache.insert(key.into_owned(), Arc::clone(&config));
         Ok(config)
     }
 
@@ -295,18 +327,41 @@ impl CertStore {
         self.minted += 1;
         Ok(Arc::new(config))
     }
+}
 
-    /// Drops the least recently used entry. A linear scan: it runs only on a mint, which costs
-    /// a signature anyway, over at most `capacity` entries.
-    fn evict_least_recent(&mut self) {
-        let oldest = self
-            .cache
-            .iter()
-            .min_by_key(|(_, cached)| cached.last_used)
-            .map(|(name, _)| name.clone());
-        if let Some(name) = oldest {
-            self.cache.remove(&name);
+/// One event loop's view of the shared [`CertStore`]: a front cache of ready configs read
+/// without a lock, backed by the store, which is locked only when this loop meets a name for the
+/// first time. The store mints, so a name is minted once however many loops serve it.
+pub struct WorkerCerts {
+    shared: Arc<Mutex<CertStore>>,
+    front: Lru<Arc<ServerConfig>>,
+}
+
+impl WorkerCerts {
+    /// A front of at most `capacity` names over `shared`.
+    pub fn new(shared: Arc<Mutex<CertStore>>, capacity: usize) -> WorkerCerts {
+        WorkerCerts {
+            shared,
+            front: Lru::new(capacity),
         }
+    }
+
+    /// [`CertStore::config_for`], and whether this call minted the certificate.
+    pub fn config_for(&mut self, name: &str) -> Result<(Arc<ServerConfig>, bool), MintError> {
+        let key = normalize(name);
+        if let Some(config) = self.front.get(&key) {
+            return Ok((config, false));
+        }
+        let (config, minted) = {
+            // A panic while minting cannot leave the store half-updated: the cache insert is
+            // its last step. So a poisoned lock is still a usable store.
+            let mut store = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = store.minted();
+            let config = store.config_for(&key)?;
+            (config, store.minted() != before)
+        };
+        self.front.insert(key.into_owned(), Arc::clone(&config));
+        Ok((config, minted))
     }
 }
 
@@ -630,6 +685,33 @@ mod tests {
                 .unwrap_or_else(|err| panic!("{as_name}: {err:?}"));
         }
         assert_eq!(store.minted(), 1);
+    }
+
+    #[test]
+    fn workers_share_one_mint_per_name_and_keep_their_own_front() {
+        let shared = Arc::new(Mutex::new(store("workers", 8)));
+        let client = client_for(&shared.lock().unwrap());
+        let mut a = WorkerCerts::new(Arc::clone(&shared), 2);
+        let mut b = WorkerCerts::new(Arc::clone(&shared), 2);
+        let (first, minted) = a.config_for("app.example.test").unwrap();
+        assert!(minted);
+        // The other worker finds it in the shared store; neither mints again.
+        let (from_b, minted) = b.config_for("APP.example.test.").unwrap();
+        assert!(!minted);
+        assert!(Arc::ptr_eq(&first, &from_b));
+        let (again, minted) = a.config_for("app.example.test").unwrap();
+        assert!(!minted && Arc::ptr_eq(&first, &again));
+        assert_eq!(shared.lock().unwrap().minted(), 1);
+        // A front is bounded: past its capacity it falls back to the store, still no new mint.
+        for name in ["b.test", "c.test", "d.test"] {
+            assert!(a.config_for(name).unwrap().1);
+        }
+        let (back, minted) = a.config_for("app.example.test").unwrap();
+        assert!(!minted && Arc::ptr_eq(&first, &back));
+        assert_eq!(shared.lock().unwrap().minted(), 4);
+        // A name that cannot be a certificate's is refused through the front too.
+        assert!(b.config_for("not a name").is_err());
+        handshake(back, client, "app.example.test").unwrap();
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod certs;
 pub mod trust;
 
 pub use ca::{CaError, CaErrorKind, LocalCa};
-pub use certs::{CertStore, MintError, client_config, read_pem_certs};
+pub use certs::{CertStore, MintError, WorkerCerts, client_config, read_pem_certs};
 
 /// ALPN we speak on both sides.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";

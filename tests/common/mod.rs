@@ -83,6 +83,8 @@ pub struct Opts {
     pub tls: String,
     /// Extra command-line arguments.
     pub args: Vec<String>,
+    /// `[proxy] workers`; `None` leaves the default (one per core).
+    pub workers: Option<u16>,
 }
 
 impl Default for Opts {
@@ -96,6 +98,7 @@ impl Default for Opts {
             routes: String::new(),
             tls: String::new(),
             args: Vec::new(),
+            workers: None,
         }
     }
 }
@@ -146,6 +149,9 @@ impl Watchtower {
         }
         if let Some(p) = reverse_tls_port {
             toml += &format!("reverse_https_port = {p}\n");
+        }
+        if let Some(n) = opts.workers {
+            toml += &format!("workers = {n}\n");
         }
         // Never the user's data directory: each run gets its own CA.
         toml += &format!(
