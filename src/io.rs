@@ -154,6 +154,12 @@ fn flush_quietly(tls: &mut Tls, sock: &mut TcpStream) -> io::Result<()> {
     }
 }
 
+impl crate::relay::Source for Transport {
+    fn short_read_drains(&self) -> bool {
+        self.tls.is_none()
+    }
+}
+
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = self.tls.as_mut() else {

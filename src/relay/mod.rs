@@ -10,5 +10,5 @@ pub mod pool;
 #[cfg(target_os = "linux")]
 pub mod splice;
 
-pub use copy::{Io, IoOutcome, Ready};
+pub use copy::{Io, IoOutcome, Ready, Source};
 pub use pool::{BUF_SIZE_BYTES, Buf, BufPool};

@@ -142,11 +142,11 @@ mod tests {
         let mut pipe = Pipe::new().unwrap();
         let mut src = Ready {
             readable: true,
-            writable: false,
+            ..Ready::default()
         };
         let mut dst = Ready {
-            readable: false,
             writable: true,
+            ..Ready::default()
         };
         a_out.write_all(b"spliced").unwrap();
         assert_eq!(pipe.fill(&a_in, &mut src), IoOutcome::Done(7));

@@ -372,6 +372,7 @@ impl Session {
         if let Some(r) = ready {
             r.readable |= readable;
             r.writable |= writable;
+            r.read_closed |= event.is_read_closed() || event.is_error();
         }
     }
 
