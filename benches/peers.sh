@@ -30,7 +30,7 @@ export SCENARIOS="${SCENARIOS:-}"
 export CONC="${CONC:-50}"
 export STARTUP_RUNS="${STARTUP_RUNS:-10}"
 export IDLE_TUNNELS="${IDLE_TUNNELS:-1000}"
-export RESULTS="$HERE/results"
+export RESULTS="${RESULTS:-$HERE/results}"
 
 say() { printf '%s\n' "$*"; }
 die() { say "peers.sh: $*" >&2; exit 1; }

@@ -23,8 +23,8 @@
 //! ```
 //!
 //! Modules in data-flow order: [`config`] validates `watchtower.toml` into a [`config::Config`];
-//! [`route`] decides local versus pass-through; [`event_loop`] owns the single `mio::Poll`,
-//! the listeners and the session slab; [`session`] is the per-connection state machine;
+//! [`route`] decides local versus pass-through; [`event_loop`] runs one `mio::Poll` per worker
+//! thread, each with its own listeners (`SO_REUSEPORT`) and session slab; [`session`] is the per-connection state machine;
 //! [`http`] parses heads, tracks body framing and rewrites heads; [`relay`] owns the buffer
 //! pool and the readiness-aware copy primitives; [`resolve`] keeps name resolution off the
 //! loop thread; [`timer`] holds deadlines; [`apilog`] writes the API log on its own thread.

@@ -892,9 +892,18 @@ fn tls_load(a: &Args) {
 fn startup(a: &Args) {
     let port = a.req("port").parse::<u16>().unwrap_or_else(|_| fail("--port"));
     let runs = a.num("runs", 10.0) as usize;
-    let cpu = a
-        .get("cpu")
-        .map(|c| c.parse::<usize>().unwrap_or_else(|_| fail("--cpu")));
+    // A taskset-style list of cores ("0" or "0,1"), turned into an affinity mask once.
+    let cpu: Option<[u64; 16]> = a.get("cpu").map(|list| {
+        let mut mask = [0u64; 16];
+        for c in list.split(',') {
+            let c = c.trim().parse::<usize>().unwrap_or_else(|_| fail("--cpu"));
+            if c >= 1024 {
+                fail("--cpu");
+            }
+            mask[c / 64] |= 1 << (c % 64);
+        }
+        mask
+    });
     let timeout = Duration::from_secs_f64(a.num("timeout", 20.0));
     let log = a.get("log").map(|s| s.to_string());
     if a.rest.is_empty() {
@@ -931,9 +940,7 @@ fn startup(a: &Args) {
         unsafe {
             cmd.pre_exec(move || {
                 setpgid(0, 0);
-                if let Some(c) = cpu {
-                    let mut mask = [0u64; 16];
-                    mask[c / 64] |= 1 << (c % 64);
+                if let Some(mask) = cpu {
                     sched_setaffinity(0, std::mem::size_of_val(&mask), mask.as_ptr());
                 }
                 Ok(())
