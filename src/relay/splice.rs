@@ -19,8 +19,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::copy::{IoOutcome, Ready};
 
-/// Bytes moved per splice call: the default pipe capacity.
-const SPLICE_CHUNK_BYTES: usize = 64 * 1024;
+/// Pipe capacity asked for: fewer, larger splices per gigabyte. Linux lets any user grow a pipe to
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default); the pages are taken only while bytes sit in
+/// the pipe, so an idle tunnel costs nothing more.
+const PIPE_BYTES: usize = 1024 * 1024;
+/// The capacity every Linux pipe starts with, used when growing it is refused.
+const DEFAULT_PIPE_BYTES: usize = 64 * 1024;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -45,10 +49,12 @@ pub struct Pipe {
     write_end: OwnedFd,
     /// Bytes spliced in and not yet spliced out.
     pending: usize,
+    /// The pipe's capacity: the most one splice moves.
+    capacity: usize,
 }
 
 impl Pipe {
-    /// A non-blocking, close-on-exec pipe.
+    /// A non-blocking, close-on-exec pipe, grown to [`PIPE_BYTES`] where the system allows.
     pub fn new() -> io::Result<Pipe> {
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: `fds` is a valid array of two c_ints that pipe2 fills in; nothing else
@@ -58,10 +64,21 @@ impl Pipe {
         // each is wrapped exactly once.
         let (read_end, write_end) =
             unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: F_SETPIPE_SZ takes an int argument and touches no memory of ours; the
+        // descriptor is open (owned by `write_end`).
+        let grown = unsafe {
+            libc::fcntl(
+                write_end.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_BYTES as libc::c_int,
+            )
+        };
+        let capacity = usize::try_from(grown).unwrap_or(DEFAULT_PIPE_BYTES);
         Ok(Pipe {
             read_end,
             write_end,
             pending: 0,
+            capacity,
         })
     }
 
@@ -75,9 +92,13 @@ impl Pipe {
         if self.pending > 0 || !ready.readable {
             return IoOutcome::Blocked;
         }
-        match splice(from.as_raw_fd(), self.write_end.as_raw_fd()) {
+        match splice(from.as_raw_fd(), self.write_end.as_raw_fd(), self.capacity) {
             Ok(0) => IoOutcome::Eof,
             Ok(n) => {
+                // Less than an empty pipe's room: the socket ran dry (see `copy::read_into`).
+                if n < self.capacity && !ready.read_closed {
+                    ready.readable = false;
+                }
                 self.pending += n;
                 IoOutcome::Done(n)
             }
@@ -96,7 +117,7 @@ impl Pipe {
         if self.pending == 0 || !ready.writable {
             return IoOutcome::Blocked;
         }
-        match splice(self.read_end.as_raw_fd(), to.as_raw_fd()) {
+        match splice(self.read_end.as_raw_fd(), to.as_raw_fd(), self.pending) {
             Ok(0) => IoOutcome::Failed(io::ErrorKind::WriteZero),
             Ok(n) => {
                 self.pending = self.pending.saturating_sub(n);
@@ -112,7 +133,7 @@ impl Pipe {
     }
 }
 
-fn splice(from: RawFd, to: RawFd) -> io::Result<usize> {
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: both descriptors are open for the duration of the call (borrowed from owners
     // that outlive it); null offsets are allowed for sockets and pipes.
     cvt_size(unsafe {
@@ -121,7 +142,7 @@ fn splice(from: RawFd, to: RawFd) -> io::Result<usize> {
             std::ptr::null_mut(),
             to,
             std::ptr::null_mut(),
-            SPLICE_CHUNK_BYTES,
+            len,
             libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
         )
     })
@@ -148,9 +169,15 @@ mod tests {
             writable: true,
             ..Ready::default()
         };
+        assert!(pipe.capacity >= DEFAULT_PIPE_BYTES);
         a_out.write_all(b"spliced").unwrap();
         assert_eq!(pipe.fill(&a_in, &mut src), IoOutcome::Done(7));
         assert!(pipe.has_pending());
+        assert!(
+            !src.readable,
+            "a short splice into an empty pipe: the socket is dry"
+        );
+        src.readable = true;
         assert_eq!(
             pipe.fill(&a_in, &mut src),
             IoOutcome::Blocked,
@@ -162,8 +189,14 @@ mod tests {
         assert_eq!(&got, b"spliced");
         assert_eq!(pipe.fill(&a_in, &mut src), IoOutcome::Blocked);
         assert!(!src.readable, "an empty pipe and EAGAIN: the socket is dry");
+        // A FIN reported by poll keeps the reads going until the 0-byte one.
+        a_out.write_all(b"last").unwrap();
         drop(a_out);
         src.readable = true;
+        src.read_closed = true;
+        assert_eq!(pipe.fill(&a_in, &mut src), IoOutcome::Done(4));
+        assert!(src.readable);
+        assert_eq!(pipe.drain(&b_out, &mut dst), IoOutcome::Done(4));
         assert_eq!(pipe.fill(&a_in, &mut src), IoOutcome::Eof);
     }
 }
