@@ -21,7 +21,7 @@ fn main() {
 /// X-Forwarded-* family). Throughput is bytes of the incoming head.
 mod request_head {
     use super::*;
-    use watchtower::http::{Forwarding, parse_request, write_request_head};
+    use watchtower::http::{Forwarding, Via, parse_request, write_request_head};
 
     /// What `curl -x` sends for a plain GET.
     const CURL_GET: &[u8] = b"GET http://app.example.test/ HTTP/1.1\r\n\
@@ -115,11 +115,13 @@ X-Amzn-Trace-Id: Root=1-67891233-abcdef012345678912345678\r\n\r\n";
     fn parse_and_rewrite_head(bencher: Bencher, head: Head) {
         let src = head.bytes();
         let mut out = vec![0u8; 64 * 1024];
+        let via = Via::for_this_run();
         let fwd = Forwarding {
             to_local: true,
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             proto: "http",
             upgrade: false,
+            via: &via,
         };
         let parsed = parse_request(src);
         assert!(matches!(parsed, Ok(Some(_))), "{head}: {parsed:?}");
@@ -145,7 +147,7 @@ X-Amzn-Trace-Id: Root=1-67891233-abcdef012345678912345678\r\n\r\n";
 /// client. Throughput is bytes of the incoming head.
 mod response_head {
     use super::*;
-    use watchtower::http::{Method, parse_response, write_response_head};
+    use watchtower::http::{Method, Via, parse_response, write_response_head};
 
     /// What a framework behind nginx answers to an API call.
     const API_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\n\
@@ -169,17 +171,18 @@ X-Request-Id: 9b2e4c1a-7f3d-4e8b-a6c5-0d1f2e3a4b5c\r\n\r\n";
     fn parse_and_rewrite_head(bencher: Bencher) {
         let src = API_RESPONSE;
         let mut out = vec![0u8; 64 * 1024];
+        let via = Via::for_this_run();
         let parsed = parse_response(src, Method::Get);
         assert!(matches!(parsed, Ok(Some(_))), "{parsed:?}");
         if let Ok(Some(parsed)) = parsed {
             assert_eq!(parsed.head_len, src.len());
-            assert!(write_response_head(src, &parsed, true, 1, &mut out).is_ok());
+            assert!(write_response_head(src, &parsed, true, 1, &via, &mut out).is_ok());
         }
         bencher.counter(BytesCount::new(src.len())).bench_local(|| {
             let written = parse_response(divan::black_box(src), Method::Get)
                 .ok()
                 .flatten()
-                .map(|head| write_response_head(src, &head, true, 1, &mut out));
+                .map(|head| write_response_head(src, &head, true, 1, &via, &mut out));
             divan::black_box(written)
         });
     }

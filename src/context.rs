@@ -11,6 +11,7 @@ use mio::Registry;
 
 use crate::apilog::LogSender;
 use crate::config::Timeouts;
+use crate::http::Via;
 use crate::relay::BufPool;
 use crate::resolve::Resolver;
 use crate::route::RouteTable;
@@ -44,6 +45,8 @@ pub struct Ctx {
     pub log: LogSender,
     /// Watchtower's own listening addresses: a pass-through request to one of them would loop.
     pub own_addrs: Vec<SocketAddr>,
+    /// This run's Via entry, added to every forwarded head; a request already carrying it loops.
+    pub via: Via,
     /// Set once shutdown began: finished exchanges close instead of keeping alive.
     pub draining: bool,
     /// Sessions that stopped early with work left (bounded drain) and must be driven again.

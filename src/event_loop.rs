@@ -38,6 +38,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::apilog::LogSender;
 use crate::config::{Config, Timeouts};
 use crate::context::Ctx;
+use crate::http::Via;
 use crate::relay::BufPool;
 use crate::resolve::{Resolver, ResolverPool};
 use crate::route::{ListenerKind, RouteTable};
@@ -166,6 +167,7 @@ struct WorkerParts {
     local_routing: bool,
     timeouts: Timeouts,
     own_addrs: Vec<SocketAddr>,
+    via: Via,
     max_sessions: usize,
     max_buffers: usize,
     shutdown: Arc<Shutdown>,
@@ -253,6 +255,7 @@ impl Proxy {
         let routes = Arc::new(RouteTable::new(&config.routes));
         let tls_client = tls::client_config(&extra_roots);
         let own_addrs: Vec<SocketAddr> = addrs.iter().map(|(_, addr)| *addr).collect();
+        let via = Via::for_this_run();
 
         let mut workers = Vec::with_capacity(n);
         for (id, (poll, waker)) in polls.into_iter().zip(wakers).enumerate() {
@@ -287,6 +290,7 @@ impl Proxy {
                 local_routing: config.local_routing,
                 timeouts: config.timeouts,
                 own_addrs: own_addrs.clone(),
+                via: via.clone(),
                 max_sessions: MAX_SESSIONS.div_ceil(n),
                 max_buffers: MAX_BUFFERS.div_ceil(n),
                 shutdown: Arc::clone(&shutdown),
@@ -393,6 +397,7 @@ impl Worker {
             resolver: parts.resolver,
             log: parts.log,
             own_addrs: parts.own_addrs,
+            via: parts.via,
             draining: false,
             redrive: Vec::new(),
         };

@@ -173,6 +173,20 @@ fn a_request_for_watchtowers_own_listeners_is_answered_508() {
 }
 
 #[test]
+fn a_request_that_already_passed_through_watchtower_is_answered_508() {
+    let b = Backend::named("app");
+    let w = Watchtower::start(opts(route("app", "app.example.test", b.port())));
+    let mut r = reverse(&w, dns_name("app.example.test"));
+    let first = tls_roundtrip(&mut r, &get("app.example.test", "/first"));
+    assert_eq!(first.status, 200);
+    let ours = first.header("via").expect("Via").to_string();
+    let again = format!("GET /again HTTP/1.1\r\nHost: app.example.test\r\nVia: {ours}\r\n\r\n");
+    let resp = tls_roundtrip(&mut r, &again);
+    assert_eq!(resp.status, 508, "{}", resp.body_text());
+    assert_eq!(b.requests().len(), 1, "the looping request was forwarded");
+}
+
+#[test]
 fn wss_through_the_reverse_https_port_reaches_the_route() {
     let ws = ws_echo();
     let w = Watchtower::start(opts(route("ws", "ws.example.test", ws.port())));

@@ -214,6 +214,8 @@ pub struct RequestHead {
     pub upgrade: bool,
     /// HTTP/1.1 with Expect: 100-continue (RFC 9110 §10.1.1 has 1.0 requests' ignored).
     pub expect_continue: bool,
+    /// The request carries a Via field (see [`super::Via::seen_in`] for loops).
+    pub has_via: bool,
 }
 
 /// A parsed response head; `rewrite.rs` re-reads the fields from the buffer when it forwards it.
@@ -454,6 +456,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut connection = ConnectionOptions::default();
     let mut has_upgrade_field = false;
     let mut expect_continue = false;
+    let mut has_via = false;
     for field in request.headers.iter() {
         match Field::of(field.name) {
             Field::Host => {
@@ -473,6 +476,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             Field::Expect => {
                 expect_continue |= field.value.eq_ignore_ascii_case(b"100-continue");
             }
+            Field::Via => has_via = true,
             _ => {}
         }
     }
@@ -534,6 +538,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         keep_alive: connection.persists(minor_version),
         upgrade: has_upgrade_field && connection.upgrade,
         expect_continue: expect_continue && minor_version >= 1,
+        has_via,
     }))
 }
 

@@ -10,6 +10,7 @@
 pub mod body;
 pub mod head;
 pub mod rewrite;
+pub mod via;
 
 pub use body::{BodyFraming, ChunkError, ChunkedDecoder, Scan};
 pub use head::{
@@ -17,6 +18,7 @@ pub use head::{
     TargetForm, URI_LIMIT_BYTES, parse_request, parse_response,
 };
 pub use rewrite::{Forwarding, RewriteError, write_request_head, write_response_head};
+pub use via::Via;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -30,6 +32,7 @@ const FUZZ_OUT_BYTES: usize = 96 * 1024;
 /// method, authority and body framing.
 pub fn fuzz_request_head(data: &[u8]) {
     let mut out = vec![0u8; FUZZ_OUT_BYTES];
+    let via = Via::named("watchtower");
     if let Ok(Some(head)) = parse_request(data) {
         // CONNECT is answered by the session and never rewritten.
         if head.method != Method::Connect {
@@ -43,6 +46,7 @@ pub fn fuzz_request_head(data: &[u8]) {
                     },
                     proto: "http",
                     upgrade: head.upgrade,
+                    via: &via,
                 };
                 let written = write_request_head(data, &head, &fwd, &mut out);
                 assert!(written.is_ok(), "request rewrite did not fit: {written:?}");
@@ -61,6 +65,7 @@ pub fn fuzz_request_head(data: &[u8]) {
                 &head,
                 client_keep_alive,
                 client_minor_version,
+                &via,
                 &mut out,
             );
             assert!(written.is_ok(), "response rewrite did not fit: {written:?}");

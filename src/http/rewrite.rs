@@ -16,13 +16,12 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::via::Via;
+
 use super::head::{
     BodyKind, Field, MAX_HEADERS, RequestHead, ResponseHead, TargetForm, list_items, lists_token,
     response_config, skip_empty_lines,
 };
-
-/// The Via entry this proxy adds (RFC 9110 §7.6.3): protocol version and a pseudonym.
-const VIA_LINE: &[u8] = b"Via: 1.1 watchtower\r\n";
 
 /// How a request is being forwarded.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +35,8 @@ pub struct Forwarding<'a> {
     pub proto: &'a str,
     /// Pass Upgrade through (WebSocket): keep the Upgrade header and send `Connection: upgrade`.
     pub upgrade: bool,
+    /// The Via entry added.
+    pub via: &'a Via,
 }
 
 /// The rewritten head does not fit in the output buffer (or `src` is not the buffer the head
@@ -164,7 +165,7 @@ fn hop_by_hop(
 /// CONNECT is never passed here; asterisk-form stays "*". Then `Host: <authority>` first (for
 /// absolute-form the URI's authority replaces any Host header, RFC 9112 §3.2.2; otherwise the
 /// original Host value byte for byte; no Host line for an HTTP/1.0 request that had none), then
-/// the other fields in order without the hop-by-hop ones, then `Via: 1.1 watchtower`, the
+/// the other fields in order without the hop-by-hop ones, then Watchtower's Via entry, the
 /// X-Forwarded-* fields and X-Real-IP when `to_local`, `Connection: upgrade` and the Upgrade
 /// field when `fwd.upgrade` (and the request has one), and the empty line. Transfer-Encoding
 /// is kept (the body is relayed raw), Content-Length as one field with its
@@ -248,7 +249,7 @@ pub fn write_request_head(
         }
     }
 
-    w.put(VIA_LINE)?;
+    w.put(fwd.via.line())?;
     if fwd.to_local {
         w.put(b"X-Forwarded-For: ")?;
         for field in fields {
@@ -288,7 +289,7 @@ pub fn write_request_head(
 ///
 /// Status line `HTTP/1.1 <status> <reason as received>`; drops the same hop-by-hop set (Upgrade
 /// kept for 101); drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3 ¶3);
-/// adds `Via: 1.1 watchtower`; then the client's framing: `Connection: upgrade` for 101, nothing
+/// adds Watchtower's Via entry; then the client's framing: `Connection: upgrade` for 101, nothing
 /// for other 1xx (interim responses say nothing about the connection), else `Connection: close`
 /// when `client_keep_alive` is false, `Connection: keep-alive` when it is true and the client
 /// spoke HTTP/1.0 (`client_minor_version == 0`), which would otherwise close (RFC 9112 §9.3).
@@ -297,6 +298,7 @@ pub fn write_response_head(
     head: &ResponseHead,
     client_keep_alive: bool,
     client_minor_version: u8,
+    via: &Via,
     out: &mut [u8],
 ) -> Result<usize, RewriteError> {
     let head_bytes = src.get(..head.head_len).ok_or(RewriteError)?;
@@ -348,7 +350,7 @@ pub fn write_response_head(
             w.put(b"\r\n")?;
         }
     }
-    w.put(VIA_LINE)?;
+    w.put(via.line())?;
     if switching {
         w.put(b"Connection: upgrade\r\n")?;
     } else if head.status >= 200 {
@@ -393,9 +395,13 @@ fn reason_phrase(head: &[u8]) -> &[u8] {
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::sync::LazyLock;
 
     use super::*;
     use crate::http::head::{Method, parse_request, parse_response};
+
+    /// The tests' Via entry: `Via: 1.1 watchtower`.
+    static VIA: LazyLock<Via> = LazyLock::new(|| Via::named("watchtower"));
 
     fn pass_through() -> Forwarding<'static> {
         Forwarding {
@@ -403,6 +409,7 @@ mod tests {
             client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
             proto: "http",
             upgrade: false,
+            via: &VIA,
         }
     }
 
@@ -570,7 +577,7 @@ mod tests {
         let src = input.as_bytes();
         let head = parse_response(src, method).unwrap().unwrap();
         let mut out = [0u8; 4096];
-        let len = write_response_head(src, &head, keep_alive, minor, &mut out).unwrap();
+        let len = write_response_head(src, &head, keep_alive, minor, &VIA, &mut out).unwrap();
         String::from_utf8_lossy(&out[..len]).into_owned()
     }
 
@@ -674,7 +681,7 @@ mod tests {
         let src = b"HTTP/1.1 200 D\xe9j\xe0 vu\r\nContent-Length: 0\r\n\r\n";
         let head = parse_response(src, Method::Get).unwrap().unwrap();
         let mut out = [0u8; 256];
-        let len = write_response_head(src, &head, true, 1, &mut out).unwrap();
+        let len = write_response_head(src, &head, true, 1, &VIA, &mut out).unwrap();
         assert!(out[..len].starts_with(b"HTTP/1.1 200 D\xe9j\xe0 vu\r\n"));
     }
 
@@ -683,15 +690,15 @@ mod tests {
         let src = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
         let head = parse_response(src, Method::Get).unwrap().unwrap();
         let mut out = [0u8; 256];
-        let needed = write_response_head(src, &head, false, 1, &mut out).unwrap();
+        let needed = write_response_head(src, &head, false, 1, &VIA, &mut out).unwrap();
         for size in 0..needed {
             assert_eq!(
-                write_response_head(src, &head, false, 1, &mut out[..size]),
+                write_response_head(src, &head, false, 1, &VIA, &mut out[..size]),
                 Err(RewriteError)
             );
         }
         assert_eq!(
-            write_response_head(src, &head, false, 1, &mut out[..needed]),
+            write_response_head(src, &head, false, 1, &VIA, &mut out[..needed]),
             Ok(needed)
         );
     }

@@ -544,6 +544,7 @@ impl Exchange {
             &head,
             client_keep,
             self.minor,
+            &ctx.via,
             out.raw_mut(),
         ) {
             Ok(n) => n,

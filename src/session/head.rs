@@ -242,6 +242,19 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
     // Answers Watchtower gives before reading a body can keep the connection only when
     // there is no body to skip.
     let keep = head.keep_alive && head.body == BodyKind::None;
+    if head.has_via && ctx.via.seen_in(&src[..head.head_len.min(src.len())]) {
+        let via = ctx.via.clone();
+        return answer::reply(
+            conn,
+            ctx,
+            508,
+            format_args!(
+                "request would loop: it has already passed through this Watchtower (Via {})",
+                via.pseudonym()
+            ),
+            keep,
+        );
+    }
 
     let forward_port = conn.listener == ListenerKind::Forward && pin.is_none();
     match head.form {
@@ -341,6 +354,7 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
             client_ip: conn.client_addr.ip(),
             proto: if https_client { "https" } else { "http" },
             upgrade: head.upgrade,
+            via: &ctx.via,
         };
         match http::write_request_head(src, head, &fwd, out.raw_mut()) {
             Ok(n) => out.set_filled(n),
