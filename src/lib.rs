@@ -35,6 +35,7 @@ pub mod apilog;
 pub mod ca_command;
 pub mod config;
 pub mod context;
+pub mod dns;
 pub mod event_loop;
 pub mod http;
 pub mod io;

@@ -43,3 +43,8 @@ fn config_corpus() {
 fn client_hello_corpus() {
     replay("client_hello", watchtower::session::fuzz_client_hello);
 }
+
+#[test]
+fn dns_message_corpus() {
+    replay("dns_message", watchtower::dns::message::fuzz_dns_message);
+}

@@ -2,6 +2,7 @@
 //! loopback ports with a temporary config, run small HTTP backends on std threads, and speak
 //! raw HTTP/1.1 to the proxy. Every wait has a deadline; nothing sleeps and hopes.
 #![allow(dead_code)]
+pub mod dns;
 pub mod tls;
 
 use std::collections::HashMap;
