@@ -38,9 +38,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::apilog::LogSender;
 use crate::config::{Config, Timeouts};
 use crate::context::Ctx;
+use crate::dns::cache::Cache;
+use crate::dns::client::DnsClient;
 use crate::http::Via;
 use crate::relay::BufPool;
-use crate::resolve::{Resolver, ResolverPool};
+use crate::resolve::{CACHE_NAMES, Resolver, ResolverPool};
 use crate::route::{ListenerKind, RouteTable};
 use crate::session::{self, CloseReason, Session};
 use crate::timer::Timers;
@@ -50,6 +52,8 @@ const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// Listener `i` has token `LISTENER_BASE - i`.
 const LISTENER_BASE: usize = usize::MAX - 16;
+/// The DNS client's sockets have tokens from here up, far above any session's.
+const DNS_TOKEN_BASE: usize = usize::MAX / 4;
 
 /// How long in-flight exchanges may run on after a shutdown signal.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -229,11 +233,6 @@ impl Proxy {
             .iter()
             .map(|(_, name, addr, _)| (*name, *addr))
             .collect();
-        if let Some(dns) = config.dns_server {
-            log::warn!(
-                "dns_server = {dns} is not used yet (issue 6); real servers are resolved by the system resolver"
-            );
-        }
 
         let mut polls = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
@@ -252,6 +251,7 @@ impl Proxy {
         });
         let resolvers =
             ResolverPool::start().map_err(|e| StartError::Setup("resolver threads", e))?;
+        let dns_cache = Arc::new(Mutex::new(Cache::new(CACHE_NAMES)));
         let routes = Arc::new(RouteTable::new(&config.routes));
         let tls_client = tls::client_config(&extra_roots);
         let own_addrs: Vec<SocketAddr> = addrs.iter().map(|(_, addr)| *addr).collect();
@@ -283,7 +283,13 @@ impl Proxy {
                 listeners,
                 signals,
                 certs: WorkerCerts::new(Arc::clone(&certs), CERT_CACHE_NAMES),
-                resolver: resolvers.handle(waker),
+                resolver: Resolver::new(
+                    resolvers.handle(waker),
+                    config.dns_server.map(|server| {
+                        DnsClient::new(server, config.timeouts.connect, DNS_TOKEN_BASE)
+                    }),
+                    Arc::clone(&dns_cache),
+                ),
                 log: log.clone(),
                 routes: Arc::clone(&routes),
                 tls_client: Arc::clone(&tls_client),
@@ -447,7 +453,12 @@ impl Worker {
             self.ctx.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    WAKER => self.resolver_answers(),
+                    WAKER => {} // resolver answers are collected below
+                    token if self.ctx.resolver.owns(token) => {
+                        self.ctx
+                            .resolver
+                            .on_event(token, &self.ctx.registry, self.ctx.now);
+                    }
                     SIGNALS => {
                         if self.signalled() {
                             self.shutdown.request();
@@ -471,6 +482,8 @@ impl Worker {
             if drain_until.is_none() && self.shutdown.requested.load(Ordering::SeqCst) {
                 drain_until = Some(self.begin_drain());
             }
+            self.ctx.resolver.tick(&self.ctx.registry, self.ctx.now);
+            self.resolver_answers();
             self.fire_deadlines();
             self.redrive();
             self.accept_all();
@@ -484,14 +497,19 @@ impl Worker {
 
     fn poll_timeout(&self, drain_until: Option<Instant>) -> Option<Duration> {
         let busy = !self.ctx.redrive.is_empty()
+            || self.ctx.resolver.has_ready()
             || (!self.accept_paused && self.listeners.iter().any(|l| l.pending));
         if busy {
             return Some(Duration::ZERO);
         }
-        let wake = match (self.ctx.timers.next_wake(), drain_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let wake = [
+            self.ctx.timers.next_wake(),
+            drain_until,
+            self.ctx.resolver.next_wake(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         // Round up so a deadline is never polled for a moment too early and spun on.
         wake.map(|at| at.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
@@ -584,7 +602,7 @@ impl Worker {
     }
 
     fn resolver_answers(&mut self) {
-        while let Some(answer) = self.ctx.resolver.try_answer() {
+        while let Some(answer) = self.ctx.resolver.try_answer(self.ctx.now) {
             let Some(s) = self.sessions.get_mut(answer.key) else {
                 continue;
             };

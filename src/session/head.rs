@@ -23,7 +23,7 @@ use crate::context::Ctx;
 use crate::http::{self, BodyKind, Forwarding, HeadError, Method, RequestHead, TargetForm};
 use crate::relay::IoOutcome;
 use crate::relay::copy::read_into;
-use crate::resolve::Query;
+use crate::resolve::{Lookup, Query};
 use crate::route::{self, Decision, ListenerKind};
 use rustls::pki_types::ServerName;
 
@@ -414,13 +414,16 @@ fn dial(
         x.set_addrs(vec![SocketAddr::new(ip, port)]);
         return connect::start(std::mem::take(x), conn, ctx);
     }
-    ctx.resolver.submit(Query {
+    let query = Query {
         key: conn.key,
         generation: conn.generation,
         host: host.into(),
         port,
-    });
-    Step::Next(Phase::Resolve(std::mem::take(x)))
+    };
+    match ctx.resolver.lookup(query, &ctx.registry, ctx.now) {
+        Lookup::Ready(result) => connect::resolved(std::mem::take(x), result, conn, ctx),
+        Lookup::Pending => Step::Next(Phase::Resolve(std::mem::take(x))),
+    }
 }
 
 impl Conn {

@@ -86,6 +86,8 @@ pub struct Opts {
     pub args: Vec<String>,
     /// `[proxy] workers`; `None` leaves the default (one per core).
     pub workers: Option<u16>,
+    /// `[proxy] dns_server`.
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Default for Opts {
@@ -100,6 +102,7 @@ impl Default for Opts {
             tls: String::new(),
             args: Vec::new(),
             workers: None,
+            dns_server: None,
         }
     }
 }
@@ -153,6 +156,9 @@ impl Watchtower {
         }
         if let Some(n) = opts.workers {
             toml += &format!("workers = {n}\n");
+        }
+        if let Some(dns) = opts.dns_server {
+            toml += &format!("dns_server = \"{dns}\"\n");
         }
         // Never the user's data directory: each run gets its own CA.
         toml += &format!(
@@ -598,7 +604,21 @@ impl Backend {
     }
 
     pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Backend::start_on("127.0.0.1:0", handler)
+    }
+
+    /// A backend named `name` (as [`Backend::named`]) listening on `addr` (e.g. "[::1]:0").
+    pub fn named_on(addr: &str, name: &'static str) -> Backend {
+        Backend::start_on(addr, move |req| {
+            Reply::text(200, &format!("{name} {} {}", req.method, req.target))
+        })
+    }
+
+    pub fn start_on(
+        addr: &str,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Backend {
+        let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
