@@ -15,6 +15,7 @@ use crate::http::Via;
 use crate::relay::BufPool;
 use crate::resolve::Resolver;
 use crate::route::RouteTable;
+use crate::session::UpstreamPool;
 use crate::timer::Timers;
 use crate::tls::WorkerCerts;
 
@@ -45,6 +46,8 @@ pub struct Ctx {
     pub log: LogSender,
     /// Watchtower's own listening addresses: a pass-through request to one of them would loop.
     pub own_addrs: Vec<SocketAddr>,
+    /// Idle upstream connections kept for reuse.
+    pub(crate) upstreams: UpstreamPool,
     /// This run's Via entry, added to every forwarded head; a request already carrying it loops.
     pub via: Via,
     /// Set once shutdown began: finished exchanges close instead of keeping alive.

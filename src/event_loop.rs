@@ -44,7 +44,7 @@ use crate::http::Via;
 use crate::relay::BufPool;
 use crate::resolve::{CACHE_NAMES, Resolver, ResolverPool};
 use crate::route::{ListenerKind, RouteTable};
-use crate::session::{self, CloseReason, Session};
+use crate::session::{self, CloseReason, Session, UpstreamPool};
 use crate::timer::Timers;
 use crate::tls::{self, CertStore, LocalCa, WorkerCerts};
 
@@ -54,6 +54,8 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 const LISTENER_BASE: usize = usize::MAX - 16;
 /// The DNS client's sockets have tokens from here up, far above any session's.
 const DNS_TOKEN_BASE: usize = usize::MAX / 4;
+/// Parked upstream connections have tokens from here up.
+const POOL_TOKEN_BASE: usize = usize::MAX / 8;
 
 /// How long in-flight exchanges may run on after a shutdown signal.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -404,6 +406,7 @@ impl Worker {
             log: parts.log,
             own_addrs: parts.own_addrs,
             via: parts.via,
+            upstreams: UpstreamPool::new(POOL_TOKEN_BASE, parts.timeouts.idle),
             draining: false,
             redrive: Vec::new(),
         };
@@ -454,6 +457,7 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     WAKER => {} // resolver answers are collected below
+                    token if self.ctx.upstreams.owns(token) => self.ctx.upstreams.on_event(token),
                     token if self.ctx.resolver.owns(token) => {
                         self.ctx
                             .resolver
@@ -483,6 +487,7 @@ impl Worker {
                 drain_until = Some(self.begin_drain());
             }
             self.ctx.resolver.tick(&self.ctx.registry, self.ctx.now);
+            self.ctx.upstreams.tick(self.ctx.now);
             self.resolver_answers();
             self.fire_deadlines();
             self.redrive();
@@ -506,6 +511,7 @@ impl Worker {
             self.ctx.timers.next_wake(),
             drain_until,
             self.ctx.resolver.next_wake(),
+            self.ctx.upstreams.next_wake(),
         ]
         .into_iter()
         .flatten()
@@ -684,6 +690,7 @@ impl Worker {
             l.pending = false;
         }
         self.ctx.draining = true;
+        self.ctx.upstreams.clear();
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
             if let Some(s) = self.sessions.get_mut(key)

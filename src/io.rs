@@ -73,6 +73,11 @@ impl Transport {
         &self.sock
     }
 
+    /// The socket, to move it to another poll token.
+    pub fn socket_mut(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+
     /// True when this transport speaks TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()

@@ -228,7 +228,13 @@ fn answers_with_a_wrong_id_or_from_a_wrong_address_are_ignored() {
 
 #[test]
 fn cached_answers_make_no_query_until_their_ttl_runs_out() {
-    let b = Backend::named("app");
+    // The backend closes every connection, so each request dials (and resolves) afresh
+    // instead of reusing a pooled connection.
+    let b = Backend::start(|_| Reply {
+        status: 200,
+        headers: vec![("Connection".into(), "close".into())],
+        body: b"app".to_vec(),
+    });
     let dns = FakeDns::start();
     dns.set("short.test", QType::A, records(1, vec![addr("127.0.0.1")]));
     dns.set(

@@ -42,6 +42,7 @@ pub(super) fn start(mut x: Exchange, conn: &mut Conn, ctx: &mut Ctx) -> Step {
                     ready: Default::default(),
                     name: x.upstream_text(),
                     connected: false,
+                    idle: false,
                 });
                 return Step::Next(Phase::Connect(x));
             }

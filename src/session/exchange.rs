@@ -63,8 +63,18 @@ pub(crate) struct Exchange {
     req_keep_alive: bool,
     /// The request asked for a protocol upgrade.
     upgrade: bool,
-    /// The rewritten request head, until it is written upstream.
+    /// The rewritten request head, until it is written upstream (and, while the request may
+    /// still be retried, until the response head arrives).
     req_head: Option<Buf>,
+    /// Bytes of `req_head` written so far.
+    head_sent: usize,
+    /// Body bytes have been written upstream: the request can no longer be sent again.
+    body_sent: bool,
+    /// The upstream connection carried an earlier request (kept or pooled), so it may have been
+    /// closed by the server just now.
+    reused: bool,
+    /// Already sent again once on a fresh connection.
+    retried: bool,
     req_body: BodyFraming,
     /// Bytes at the front of `Conn::cin` already scanned as body, not yet written upstream.
     req_ready: usize,
@@ -112,6 +122,10 @@ impl Default for Exchange {
             req_keep_alive: false,
             upgrade: false,
             req_head: None,
+            head_sent: 0,
+            body_sent: false,
+            reused: false,
+            retried: false,
             req_body: BodyFraming::Done,
             req_ready: 0,
             interim: b"",
@@ -166,6 +180,55 @@ impl Exchange {
 
     pub fn is_tunnel(&self) -> bool {
         self.tunnel
+    }
+
+    /// The request goes out on a connection that carried an earlier one.
+    pub fn reused_connection(&mut self) {
+        self.reused = true;
+    }
+
+    /// Head bytes not yet written upstream.
+    fn head_pending(&self) -> usize {
+        self.req_head
+            .as_ref()
+            .map_or(0, |h| h.len().saturating_sub(self.head_sent))
+    }
+
+    /// The request may be sent again on a fresh connection if the reused one turns out dead:
+    /// once, for an idempotent method (RFC 9110 §9.2.2), before any body byte left.
+    fn retryable(&self) -> bool {
+        self.reused
+            && !self.retried
+            && !self.body_sent
+            && matches!(
+                self.method,
+                Method::Get | Method::Head | Method::Options | Method::Put | Method::Delete
+            )
+    }
+
+    /// The reused connection died before a byte of the response came back: when the request
+    /// is [`Exchange::retryable`], sends it again on a fresh connection.
+    fn retry(&mut self, conn: &mut Conn, ctx: &mut Ctx) -> Option<Step> {
+        let nothing_back = matches!(self.resp, Resp::Head)
+            && !self.resp_started
+            && self.uin.as_ref().is_none_or(Buf::is_empty)
+            && self.req_head.is_some();
+        if !(nothing_back && self.retryable()) {
+            return None;
+        }
+        log::debug!(
+            "session {}: reused connection to {} closed before responding; sending the request again on a new one",
+            conn.key,
+            self.name
+        );
+        conn.drop_upstream();
+        self.retried = true;
+        self.reused = false;
+        self.head_sent = 0;
+        self.upstream_eof = false;
+        self.sent_at = None;
+        ctx.pool.release(&mut self.uin);
+        Some(super::head::redial(std::mem::take(self), conn, ctx))
     }
 
     /// The upstream is to be spoken to over TLS, verified for `name`.
@@ -299,12 +362,15 @@ impl Exchange {
                 Err(e) => return Err(self.bad_request_body(e, conn, ctx)),
             }
         }
-        let pending_head = self.req_head.as_ref().map(|h| h.len()).unwrap_or(0);
+        let pending_head = self.head_pending();
         if pending_head > 0 || self.req_ready > 0 {
             let (Some(up), cin) = (conn.upstream.as_mut(), conn.cin.as_mut()) else {
                 return Err(Step::Close(CloseReason::UpstreamClosed));
             };
-            let head: &[u8] = self.req_head.as_ref().map(Buf::filled).unwrap_or(&[]);
+            let head: &[u8] = match &self.req_head {
+                Some(h) if pending_head > 0 => &h.filled()[self.head_sent..],
+                _ => &[],
+            };
             let body: &[u8] = match &cin {
                 Some(cin) if self.req_ready > 0 => &cin.filled()[..self.req_ready],
                 _ => &[],
@@ -313,20 +379,21 @@ impl Exchange {
                 IoOutcome::Done(n) => {
                     moved = true;
                     let from_head = n.min(pending_head);
-                    if let Some(h) = self.req_head.as_mut() {
-                        h.consume(from_head);
-                    }
+                    self.head_sent += from_head;
                     let from_body = n - from_head;
                     if let Some(cin) = cin {
                         cin.consume(from_body);
                     }
                     self.req_ready -= from_body;
+                    self.body_sent |= from_body > 0;
                     conn.count_in(from_body);
                 }
                 IoOutcome::Failed(k) => return Err(self.upstream_failed(k, conn, ctx)),
                 IoOutcome::Blocked | IoOutcome::Eof => {}
             }
-            ctx.pool.release_if_empty(&mut self.req_head);
+            if self.head_pending() == 0 && !self.retryable() {
+                ctx.pool.release(&mut self.req_head);
+            }
         } else if !self.req_body.is_done() {
             let cin = match conn.cin {
                 Some(ref mut b) => b,
@@ -343,7 +410,7 @@ impl Exchange {
             }
         }
         if self.sent_at.is_none()
-            && self.req_head.is_none()
+            && self.head_pending() == 0
             && self.req_ready == 0
             && self.req_body.is_done()
         {
@@ -479,6 +546,12 @@ impl Exchange {
         if self.upstream_eof {
             match self.resp {
                 Resp::Head => {
+                    if let Some(step) = self.retry(conn, ctx) {
+                        return Err(step);
+                    }
+                    let Some(uin) = self.uin.as_ref() else {
+                        return Err(Step::Close(CloseReason::UpstreamClosed));
+                    };
                     let what = if uin.is_empty() {
                         "closed the connection without responding"
                     } else {
@@ -515,6 +588,15 @@ impl Exchange {
             return Err(Step::Close(CloseReason::UpstreamClosed));
         };
         let interim = (100..200).contains(&head.status) && head.status != 101;
+        if !interim
+            && self
+                .req_head
+                .as_ref()
+                .is_some_and(|h| h.len() <= self.head_sent)
+        {
+            // The request can no longer be retried: its copy is not needed.
+            ctx.pool.release(&mut self.req_head);
+        }
         if interim && (self.minor == 0 || (head.status == 100 && self.continue_sent)) {
             // HTTP/1.0 clients get no 1xx (RFC 9110 §15.2); our own 100 already went out.
             uin.consume(head.head_len);
@@ -618,11 +700,13 @@ impl Exchange {
             return None;
         }
         let request_done =
-            self.req_head.is_none() && self.req_ready == 0 && self.req_body.is_done();
+            self.head_pending() == 0 && self.req_ready == 0 && self.req_body.is_done();
         conn.finish_record(ctx, None);
         let uin_empty = self.uin.as_ref().is_none_or(Buf::is_empty);
         if !(self.upstream_keep && request_done && !self.upstream_eof && uin_empty) {
             conn.drop_upstream();
+        } else if let Some(up) = conn.upstream.as_mut() {
+            up.idle = true;
         }
         ctx.pool.release(&mut self.uin);
         ctx.pool.release(&mut self.req_head);
@@ -637,6 +721,9 @@ impl Exchange {
     fn upstream_failed(&mut self, kind: io::ErrorKind, conn: &mut Conn, ctx: &mut Ctx) -> Step {
         if self.resp_started {
             return Step::Close(CloseReason::UpstreamFailed(kind));
+        }
+        if let Some(step) = self.retry(conn, ctx) {
+            return step;
         }
         if let Some(e) = conn.upstream.as_ref().and_then(|u| u.sock.tls_error()) {
             let name = self.name.clone();

@@ -12,7 +12,6 @@
 //! connection waits `request_header` and a kept-alive one `idle`; either then closes quietly,
 //! since nothing was asked that could be answered.
 
-use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -164,13 +163,11 @@ fn check_idle_upstream(conn: &mut Conn) {
     if !up.ready.readable {
         return;
     }
-    let mut probe = [0u8; 1];
-    match up.sock.read(&mut probe) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.ready.readable = false,
-        _ => {
-            log::debug!("session {}: idle upstream {} closed", conn.key, up.name);
-            conn.drop_upstream();
-        }
+    if super::upstreams::still_open(up) {
+        up.ready.readable = false;
+    } else {
+        log::debug!("session {}: idle upstream {} closed", conn.key, up.name);
+        conn.drop_upstream();
     }
 }
 
@@ -399,20 +396,57 @@ fn dial(
     ctx: &mut Ctx,
 ) -> Step {
     x.started_dial(ctx.now, name);
-    if let Some(up) = &conn.upstream {
+    if let Some(up) = conn.upstream.as_mut() {
         let same = up.name.as_str() == x.upstream_name() && up.sock.is_tls() == x.wants_tls();
-        if up.connected && same && !x.is_tunnel() {
+        if up.connected && up.idle && same && !x.is_tunnel() {
+            up.idle = false;
+            x.reused_connection();
             return Step::Next(Phase::Exchange(std::mem::take(x)));
         }
-        conn.drop_upstream();
+        conn.release_upstream(ctx);
     }
+    if !x.is_tunnel()
+        && let Some(mut up) = ctx.upstreams.take(
+            x.upstream_name(),
+            x.wants_tls(),
+            &ctx.registry,
+            super::token(conn.key, super::Side::Upstream),
+        )
+    {
+        up.idle = false;
+        conn.upstream = Some(up);
+        x.reused_connection();
+        return Step::Next(Phase::Exchange(std::mem::take(x)));
+    }
+    resolve_and_connect(std::mem::take(x), host, port, conn, ctx)
+}
+
+/// Sends `x` again on a fresh connection (never a pooled one) to the upstream it was for.
+pub(super) fn redial(mut x: Exchange, conn: &mut Conn, ctx: &mut Ctx) -> Step {
+    let name = x.upstream_text();
+    let Some((host, Some(port))) = route::split_authority(name.as_str()) else {
+        return Step::Close(CloseReason::UpstreamClosed);
+    };
+    let host = host.to_owned();
+    x.started_dial(ctx.now, name);
+    resolve_and_connect(x, &host, port, conn, ctx)
+}
+
+/// Connects to an IP literal at once, else resolves `host` first.
+fn resolve_and_connect(
+    mut x: Exchange,
+    host: &str,
+    port: u16,
+    conn: &mut Conn,
+    ctx: &mut Ctx,
+) -> Step {
     if let Ok(ip) = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<IpAddr>()
     {
         x.set_addrs(vec![SocketAddr::new(ip, port)]);
-        return connect::start(std::mem::take(x), conn, ctx);
+        return connect::start(x, conn, ctx);
     }
     let query = Query {
         key: conn.key,
@@ -421,8 +455,8 @@ fn dial(
         port,
     };
     match ctx.resolver.lookup(query, &ctx.registry, ctx.now) {
-        Lookup::Ready(result) => connect::resolved(std::mem::take(x), result, conn, ctx),
-        Lookup::Pending => Step::Next(Phase::Resolve(std::mem::take(x))),
+        Lookup::Ready(result) => connect::resolved(x, result, conn, ctx),
+        Lookup::Pending => Step::Next(Phase::Resolve(x)),
     }
 }
 

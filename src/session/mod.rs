@@ -19,6 +19,7 @@ mod exchange;
 mod head;
 mod intercept;
 mod tunnel;
+mod upstreams;
 
 use std::fmt;
 use std::io;
@@ -44,6 +45,7 @@ pub(crate) use head::ReadHead;
 pub use intercept::fuzz_client_hello;
 pub(crate) use intercept::{Handshake, Intercept, Pin};
 pub(crate) use tunnel::Tunnel;
+pub(crate) use upstreams::UpstreamPool;
 
 /// Bound on phase steps per [`Session::drive`] call, so one busy connection cannot starve
 /// the others; a session that hits it is driven again after the next poll.
@@ -176,6 +178,9 @@ pub(crate) struct Upstream {
     pub name: Text,
     /// True once the TCP handshake completed.
     pub connected: bool,
+    /// Between requests: the last response was read to its end and allowed keep-alive, so the
+    /// connection can carry another request (here or, parked, on another session).
+    pub idle: bool,
 }
 
 /// The log record of the exchange or tunnel in flight, and when it began.
@@ -285,6 +290,16 @@ impl Conn {
     /// Closes the upstream connection (dropping the socket deregisters it).
     pub fn drop_upstream(&mut self) {
         self.upstream = None;
+    }
+
+    /// Lets go of the upstream connection: an idle one is parked for reuse, any other closed.
+    pub fn release_upstream(&mut self, ctx: &mut Ctx) {
+        if let Some(up) = self.upstream.take()
+            && up.idle
+            && !ctx.draining
+        {
+            ctx.upstreams.park(up, &ctx.registry, ctx.now);
+        }
     }
 
     /// Sets the session deadline.
@@ -533,7 +548,7 @@ impl Session {
         let old = std::mem::replace(&mut self.phase, Phase::Linger);
         release_phase(old, ctx);
         ctx.pool.release(&mut self.conn.cin);
-        self.conn.drop_upstream();
+        self.conn.release_upstream(ctx);
         self.conn.set_deadline(ctx, None);
     }
 }
@@ -569,6 +584,6 @@ mod tests {
     #[test]
     fn session_size_is_a_visible_decision() {
         let size = std::mem::size_of::<Session>();
-        assert!(size <= 1456, "Session grew to {size} bytes");
+        assert!(size <= 1464, "Session grew to {size} bytes");
     }
 }
