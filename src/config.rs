@@ -31,6 +31,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Visitor};
 use toml::Spanned;
 
+use crate::upstream_proxy::{NoProxy, UpstreamProxy};
+
 /// The file `Config::load(None)` looks for in the working directory.
 const DEFAULT_CONFIG_FILE: &str = "watchtower.toml";
 const DEFAULT_PROXY_PORT: u16 = 8888;
@@ -79,6 +81,8 @@ pub struct Config {
     /// Where API log lines go (absolute); `None` means no API log.
     pub api_log: Option<PathBuf>,
     pub timeouts: Timeouts,
+    /// `[upstream] proxy`: where pass-through traffic goes; `None` = straight to real servers.
+    pub upstream_proxy: Option<UpstreamProxy>,
     /// Routes in file order.
     pub routes: Vec<Route>,
     /// The file this came from, None for built-in defaults.
@@ -205,6 +209,7 @@ impl Config {
             .map(|path| check_path(&file, "log.api_log", &path, &base_dir))
             .transpose()?;
         let timeouts = check_timeouts(&file, &raw.timeouts)?;
+        let upstream_proxy = check_upstream(&file, raw.upstream)?;
         let routes = check_routes(&file, raw.route)?;
 
         Ok(Config {
@@ -218,6 +223,7 @@ impl Config {
             tls,
             api_log,
             timeouts,
+            upstream_proxy,
             routes,
             source: None,
         })
@@ -237,6 +243,7 @@ impl Config {
             tls: default_tls_paths(),
             api_log: None,
             timeouts: Timeouts::default(),
+            upstream_proxy: None,
             routes: Vec::new(),
             source: None,
         }
@@ -306,6 +313,25 @@ impl Config {
         match self.dns_server {
             Some(addr) => writeln!(out, "dns server: {addr}")?,
             None => writeln!(out, "dns server: system resolver")?,
+        }
+        match &self.upstream_proxy {
+            Some(proxy) if proxy.no_proxy.is_empty() => {
+                writeln!(out, "upstream proxy: {proxy} (for pass-through traffic)")?
+            }
+            Some(proxy) => writeln!(
+                out,
+                "upstream proxy: {proxy} (for pass-through traffic; {} no_proxy entr{})",
+                proxy.no_proxy.len(),
+                if proxy.no_proxy.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            )?,
+            None => writeln!(
+                out,
+                "upstream proxy: none (pass-through goes straight to real servers)"
+            )?,
         }
         match &self.api_log {
             Some(path) => writeln!(out, "api log: {}", path.display())?,
@@ -470,7 +496,24 @@ struct RawFile {
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
     route: Vec<RawRoute>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    proxy: Option<Spanned<String>>,
+    no_proxy: Option<Spanned<RawNoProxy>>,
+}
+
+/// `no_proxy` as a list, or one comma-separated string as in the `NO_PROXY` variable.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawNoProxy {
+    List(Vec<String>),
+    Text(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -753,6 +796,37 @@ fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
         return Err(format!("{text:?}: 0 is not a usable port (1-65535)"));
     }
     Ok(addr)
+}
+
+fn check_upstream(
+    file: &SourceText<'_>,
+    raw: RawUpstream,
+) -> Result<Option<UpstreamProxy>, ConfigError> {
+    let Some(url) = raw.proxy else {
+        if let Some(no_proxy) = raw.no_proxy {
+            return Err(file.error(
+                Some(no_proxy.span()),
+                "upstream.no_proxy",
+                "has no effect without upstream.proxy",
+            ));
+        }
+        return Ok(None);
+    };
+    let mut proxy = UpstreamProxy::parse(url.get_ref())
+        .map_err(|problem| file.error(Some(url.span()), "upstream.proxy", problem))?;
+    if let Some(no_proxy) = raw.no_proxy {
+        let span = no_proxy.span();
+        let entries: Vec<String> = match no_proxy.into_inner() {
+            RawNoProxy::List(list) => list,
+            RawNoProxy::Text(text) => text.split(',').map(str::to_owned).collect(),
+        };
+        for entry in entries {
+            let rule = NoProxy::parse(&entry)
+                .map_err(|problem| file.error(Some(span.clone()), "upstream.no_proxy", problem))?;
+            proxy.no_proxy.push(rule);
+        }
+    }
+    Ok(Some(proxy))
 }
 
 fn check_tls(file: &SourceText<'_>, raw: RawTls, base_dir: &Path) -> Result<TlsPaths, ConfigError> {
@@ -1139,6 +1213,7 @@ enabled = false
                     upstream_header: Duration::from_secs(60),
                     idle: Duration::from_millis(250),
                 },
+                upstream_proxy: None,
                 routes: vec![
                     Route {
                         id: "web".into(),
@@ -1425,6 +1500,50 @@ enabled = false
         assert_error(
             "[proxy]\nworkers = \"4\"\n",
             &["line 2", "expected an integer"],
+        );
+    }
+
+    #[test]
+    fn upstream_proxy_and_no_proxy() {
+        let config = parse(
+            "[upstream]\nproxy = \"http://u:p@corp:3128\"\nno_proxy = \"localhost, .corp.test,10.0.0.0/8\"\n",
+        )
+        .unwrap();
+        let proxy = config.upstream_proxy.as_ref().unwrap();
+        assert_eq!((proxy.host.as_str(), proxy.port), ("corp", 3128));
+        assert_eq!(proxy.no_proxy.len(), 3);
+        assert!(proxy.bypasses("a.corp.test", 80) && !proxy.bypasses("example.com", 80));
+        let described = config.describe();
+        assert!(
+            described.contains("upstream proxy: http://u:***@corp:3128"),
+            "{described}"
+        );
+        assert!(
+            !described.contains(":p@"),
+            "the password is shown: {described}"
+        );
+        let list =
+            parse("[upstream]\nproxy = \"http://corp:3128\"\nno_proxy = [\"a.test\", \"::1\"]\n");
+        assert_eq!(list.unwrap().upstream_proxy.unwrap().no_proxy.len(), 2);
+        assert_error(
+            "[upstream]\nproxy = \"https://corp\"\n",
+            &[
+                "line 2",
+                "upstream.proxy",
+                "https:// proxies are not supported",
+            ],
+        );
+        assert_error(
+            "[upstream]\nproxy = \"http://corp:1\"\nno_proxy = [\"10.0.0.0/40\"]\n",
+            &["line 3", "upstream.no_proxy", "0-32"],
+        );
+        assert_error(
+            "[upstream]\nno_proxy = \"a.test\"\n",
+            &["line 2", "upstream.no_proxy", "without upstream.proxy"],
+        );
+        assert_error(
+            "[upstream]\nproxi = \"http://corp\"\n",
+            &["line 2", "proxi"],
         );
     }
 

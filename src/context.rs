@@ -18,6 +18,7 @@ use crate::route::RouteTable;
 use crate::session::UpstreamPool;
 use crate::timer::Timers;
 use crate::tls::WorkerCerts;
+use crate::upstream_proxy::UpstreamProxy;
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends,
 /// so our final response is not destroyed by a TCP reset (the "lingering close" of RFC 9112
@@ -46,6 +47,10 @@ pub struct Ctx {
     pub log: LogSender,
     /// Watchtower's own listening addresses: a pass-through request to one of them would loop.
     pub own_addrs: Vec<SocketAddr>,
+    /// `[upstream] proxy`, for pass-through traffic.
+    pub upstream_proxy: Option<Arc<UpstreamProxy>>,
+    /// Its `Proxy-Authorization` value, when it has credentials.
+    pub proxy_authorization: Option<Box<str>>,
     /// Idle upstream connections kept for reuse.
     pub(crate) upstreams: UpstreamPool,
     /// This run's Via entry, added to every forwarded head; a request already carrying it loops.

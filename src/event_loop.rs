@@ -47,6 +47,7 @@ use crate::route::{ListenerKind, RouteTable};
 use crate::session::{self, CloseReason, Session, UpstreamPool};
 use crate::timer::Timers;
 use crate::tls::{self, CertStore, LocalCa, WorkerCerts};
+use crate::upstream_proxy::UpstreamProxy;
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -174,6 +175,7 @@ struct WorkerParts {
     timeouts: Timeouts,
     own_addrs: Vec<SocketAddr>,
     via: Via,
+    upstream_proxy: Option<Arc<UpstreamProxy>>,
     max_sessions: usize,
     max_buffers: usize,
     shutdown: Arc<Shutdown>,
@@ -258,6 +260,10 @@ impl Proxy {
         let tls_client = tls::client_config(&extra_roots);
         let own_addrs: Vec<SocketAddr> = addrs.iter().map(|(_, addr)| *addr).collect();
         let via = Via::for_this_run();
+        let upstream_proxy = config.upstream_proxy.clone().map(Arc::new);
+        if let Some(proxy) = &upstream_proxy {
+            log::info!("pass-through traffic goes via the upstream proxy {proxy}");
+        }
 
         let mut workers = Vec::with_capacity(n);
         for (id, (poll, waker)) in polls.into_iter().zip(wakers).enumerate() {
@@ -299,6 +305,7 @@ impl Proxy {
                 timeouts: config.timeouts,
                 own_addrs: own_addrs.clone(),
                 via: via.clone(),
+                upstream_proxy: upstream_proxy.clone(),
                 max_sessions: MAX_SESSIONS.div_ceil(n),
                 max_buffers: MAX_BUFFERS.div_ceil(n),
                 shutdown: Arc::clone(&shutdown),
@@ -407,6 +414,12 @@ impl Worker {
             own_addrs: parts.own_addrs,
             via: parts.via,
             upstreams: UpstreamPool::new(POOL_TOKEN_BASE, parts.timeouts.idle),
+            proxy_authorization: parts
+                .upstream_proxy
+                .as_ref()
+                .and_then(|p| p.authorization())
+                .map(String::into_boxed_str),
+            upstream_proxy: parts.upstream_proxy,
             draining: false,
             redrive: Vec::new(),
         };

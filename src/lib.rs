@@ -46,6 +46,7 @@ pub mod session;
 pub mod sys;
 pub mod timer;
 pub mod tls;
+pub mod upstream_proxy;
 
 pub use config::Config;
 pub use event_loop::{Proxy, StartError};

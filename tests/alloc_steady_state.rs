@@ -79,7 +79,7 @@ fn keep_alive_requests_allocate_nothing_on_the_loop_thread() {
     let dir = TempDir::new("alloc");
     let (proxy_port, reverse_port) = (free_port(), free_port());
     let toml = format!(
-        "[proxy]\nproxy_port = {proxy_port}\nreverse_http_port = {reverse_port}\n\
+        "[proxy]\nworkers = 1\nproxy_port = {proxy_port}\nreverse_http_port = {reverse_port}\n\
          [tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\n{}",
         route("web", "app.example.test", backend.port())
     );

@@ -297,3 +297,15 @@ fn a_name_in_the_hosts_file_is_still_asked_of_the_dns_server() {
     );
     assert_eq!(dns.count(&name, QType::A), 1);
 }
+
+#[test]
+fn addresses_are_tried_ipv6_first_and_the_next_after_a_refusal() {
+    // Only the IPv4 address has a listener: [::1] on the same port refuses.
+    let b = Backend::named("v4");
+    let dns = FakeDns::start();
+    dns.set("both.test", QType::A, records(60, vec![addr("127.0.0.1")]));
+    dns.set("both.test", QType::Aaaa, records(60, vec![addr("::1")]));
+    let w = start(&dns, "");
+    let resp = get(&w, "both.test", b.port(), "/both");
+    assert_eq!((resp.status, resp.body_text()), (200, "v4 GET /both".into()));
+}

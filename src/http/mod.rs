@@ -17,7 +17,7 @@ pub use head::{
     BodyKind, HEAD_LIMIT_BYTES, HeadError, MAX_HEADERS, Method, RequestHead, ResponseHead, Span,
     TargetForm, URI_LIMIT_BYTES, parse_request, parse_response,
 };
-pub use rewrite::{Forwarding, RewriteError, write_request_head, write_response_head};
+pub use rewrite::{Forwarding, ProxyForm, RewriteError, write_request_head, write_response_head};
 pub use via::Via;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -47,6 +47,7 @@ pub fn fuzz_request_head(data: &[u8]) {
                     proto: "http",
                     upgrade: head.upgrade,
                     via: &via,
+                    to_proxy: None,
                 };
                 let written = write_request_head(data, &head, &fwd, &mut out);
                 assert!(written.is_ok(), "request rewrite did not fit: {written:?}");

@@ -37,6 +37,16 @@ pub struct Forwarding<'a> {
     pub upgrade: bool,
     /// The Via entry added.
     pub via: &'a Via,
+    /// Going to an upstream HTTP proxy: the target is sent in absolute form, with these
+    /// credentials.
+    pub to_proxy: Option<ProxyForm<'a>>,
+}
+
+/// How a request to an upstream proxy differs from one to the origin (RFC 9112 §3.2.2).
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyForm<'a> {
+    /// The `Proxy-Authorization` value, e.g. `Basic dXNlcjpwYXNz`.
+    pub authorization: Option<&'a str>,
 }
 
 /// The rewritten head does not fit in the output buffer (or `src` is not the buffer the head
@@ -189,7 +199,15 @@ pub fn write_request_head(
     let mut w = Writer::new(out);
     w.put(head.method_span.of(src))?;
     w.put(b" ")?;
+    if fwd.to_proxy.is_some()
+        && let Some(authority) = head.authority
+    {
+        // Absolute form; `OPTIONS *` becomes `OPTIONS http://host` (RFC 9112 §3.2.4).
+        w.put(b"http://")?;
+        w.put(authority.of(src))?;
+    }
     match head.form {
+        TargetForm::Asterisk if fwd.to_proxy.is_some() && head.authority.is_some() => {}
         TargetForm::Asterisk => w.put(b"*")?,
         _ => {
             // Absolute-form leaves "" or "?query" after the authority; origin-form needs the
@@ -211,6 +229,9 @@ pub fn write_request_head(
     })?;
     if let Some(authority) = head.authority {
         w.put_field("Host", authority.of(src))?;
+    }
+    if let Some(credentials) = fwd.to_proxy.and_then(|p| p.authorization) {
+        w.put_field("Proxy-Authorization", credentials.as_bytes())?;
     }
 
     let mut has_upgrade = false;
@@ -410,6 +431,7 @@ mod tests {
             proto: "http",
             upgrade: false,
             via: &VIA,
+            to_proxy: None,
         }
     }
 
@@ -444,6 +466,48 @@ mod tests {
         assert_eq!(
             rewrite_response(response, Method::Get, true, 1),
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 watchtower\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn requests_to_an_upstream_proxy_are_absolute_form_with_its_credentials() {
+        let to_proxy = Forwarding {
+            to_proxy: Some(ProxyForm {
+                authorization: Some("Basic dTpw"),
+            }),
+            ..pass_through()
+        };
+        let table = [
+            (
+                // The client's own credentials were for Watchtower: replaced by the proxy's.
+                "GET http://example.test:8080/p?q=1 HTTP/1.1\r\nHost: example.test:8080\r\n\
+                 Proxy-Authorization: Basic Y2xpZW50\r\n\r\n",
+                "GET http://example.test:8080/p?q=1 HTTP/1.1\r\nHost: example.test:8080\r\n\
+                 Proxy-Authorization: Basic dTpw\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                "GET /a HTTP/1.1\r\nHost: example.test\r\n\r\n",
+                "GET http://example.test/a HTTP/1.1\r\nHost: example.test\r\n\
+                 Proxy-Authorization: Basic dTpw\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                "OPTIONS * HTTP/1.1\r\nHost: example.test\r\n\r\n",
+                "OPTIONS http://example.test HTTP/1.1\r\nHost: example.test\r\n\
+                 Proxy-Authorization: Basic dTpw\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+        ];
+        for (input, expected) in table {
+            assert_eq!(rewrite_request(input, &to_proxy), expected, "{input:?}");
+        }
+        let anonymous = Forwarding {
+            to_proxy: Some(ProxyForm {
+                authorization: None,
+            }),
+            ..pass_through()
+        };
+        assert_eq!(
+            rewrite_request("GET /a HTTP/1.1\r\nHost: example.test\r\n\r\n", &anonymous),
+            "GET http://example.test/a HTTP/1.1\r\nHost: example.test\r\nVia: 1.1 watchtower\r\n\r\n"
         );
     }
 

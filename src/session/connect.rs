@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use crate::relay::IoOutcome;
+use crate::relay::copy::write_from;
+
 use crate::context::Ctx;
 use crate::io::Transport;
 use crate::resolve::ResolveError;
@@ -102,7 +105,7 @@ pub(super) fn step(x: &mut Exchange, conn: &mut Conn, ctx: &mut Ctx) -> Step {
     let Some(up) = conn.upstream.as_mut() else {
         return start(std::mem::take(x), conn, ctx);
     };
-    if !up.ready.writable && !up.ready.readable {
+    if !up.connected && !up.ready.writable && !up.ready.readable {
         return Step::Wait;
     }
     // mio: a writable event on a connecting socket means the handshake finished, one way
@@ -128,9 +131,33 @@ pub(super) fn step(x: &mut Exchange, conn: &mut Conn, ctx: &mut Ctx) -> Step {
         x.dial_failed(kind);
         return start(std::mem::take(x), conn, ctx);
     }
-    up.connected = true;
-    if let Err(e) = up.sock.socket().set_nodelay(true) {
-        log::debug!("set_nodelay: {e}");
+    if !up.connected {
+        up.connected = true;
+        if let Err(e) = up.sock.socket().set_nodelay(true) {
+            log::debug!("set_nodelay: {e}");
+        }
+    }
+    if let Some(tunnel) = x.proxy_tunnel_mut() {
+        match tunnel.step(up) {
+            Ok(false) => return Step::Wait,
+            Ok(true) => {}
+            Err(why) => {
+                conn.drop_upstream();
+                let proxy = x
+                    .upstream_name()
+                    .rsplit(" via ")
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                return answer::reply(
+                    conn,
+                    ctx,
+                    502,
+                    format_args!("upstream proxy {proxy} {why}"),
+                    x.can_keep_client(),
+                );
+            }
+        }
     }
     if let Some(name) = x.tls_name() {
         // rustls sends the ClientHello with the first flush; the request head waits in it
@@ -181,4 +208,96 @@ pub(super) fn timeout(conn: &mut Conn, ctx: &mut Ctx) -> Step {
         format_args!("upstream {name} did not accept the connection within {secs}s"),
         false,
     )
+}
+
+/// Asking an upstream proxy for a tunnel: `CONNECT host:port`, then its answer, read without
+/// taking a byte of what follows it (the tunnel's first bytes stay in the socket).
+pub(crate) struct ProxyTunnel {
+    request: Vec<u8>,
+    sent: usize,
+    open: bool,
+}
+
+/// Longest answer head a proxy may give to CONNECT.
+const PROXY_ANSWER_LIMIT: usize = 16 * 1024;
+
+impl ProxyTunnel {
+    pub fn new(authority: &str, authorization: Option<&str>) -> ProxyTunnel {
+        let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+        if let Some(credentials) = authorization {
+            request += &format!("Proxy-Authorization: {credentials}\r\n");
+        }
+        request += "\r\n";
+        ProxyTunnel {
+            request: request.into_bytes(),
+            sent: 0,
+            open: false,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Starts over, for a new connection to the proxy.
+    pub fn reset(&mut self) {
+        self.sent = 0;
+        self.open = false;
+    }
+
+    /// Sends the request and reads the answer as far as readiness allows: `Ok(true)` once
+    /// the tunnel is open, `Ok(false)` to wait, `Err` with what the proxy did instead.
+    pub fn step(&mut self, up: &mut super::Upstream) -> Result<bool, String> {
+        while self.sent < self.request.len() {
+            match write_from(&mut up.sock, &mut up.ready, &self.request[self.sent..]) {
+                IoOutcome::Done(n) => self.sent += n,
+                IoOutcome::Blocked | IoOutcome::Eof => return Ok(false),
+                IoOutcome::Failed(k) => {
+                    return Err(format!("failed while asked for a tunnel ({k})"));
+                }
+            }
+        }
+        if !up.ready.readable {
+            return Ok(false);
+        }
+        let mut peeked = [0u8; PROXY_ANSWER_LIMIT];
+        let n = match up.sock.socket().peek(&mut peeked) {
+            Ok(0) => return Err("closed the connection instead of opening a tunnel".to_owned()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                up.ready.readable = false;
+                return Ok(false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
+            Err(e) => return Err(format!("failed while asked for a tunnel ({})", e.kind())),
+        };
+        let Some(end) = peeked[..n].windows(4).position(|w| w == b"\r\n\r\n") else {
+            if n == PROXY_ANSWER_LIMIT {
+                return Err("answered CONNECT with an oversized head".to_owned());
+            }
+            // The rest of the head raises a new edge when it comes.
+            up.ready.readable = false;
+            return Ok(false);
+        };
+        let head_len = end + 4;
+        let mut head = vec![0u8; head_len];
+        match io::Read::read_exact(&mut up.sock, &mut head) {
+            Ok(()) => {}
+            Err(e) => return Err(format!("failed while answering CONNECT ({})", e.kind())),
+        }
+        match crate::http::parse_response(&head, crate::http::Method::Connect) {
+            Ok(Some(answer)) if (200..300).contains(&answer.status) => {
+                self.open = true;
+                Ok(true)
+            }
+            Ok(Some(_)) => {
+                let line = head.split(|&b| b == b'\r').next().unwrap_or(&[]);
+                Err(format!(
+                    "refused the tunnel: {}",
+                    String::from_utf8_lossy(line).trim()
+                ))
+            }
+            Ok(None) | Err(_) => Err("answered CONNECT with a malformed head".to_owned()),
+        }
+    }
 }

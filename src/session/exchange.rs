@@ -34,6 +34,7 @@ use crate::relay::{Buf, IoOutcome};
 use rustls::pki_types::ServerName;
 
 use super::answer;
+use super::connect::ProxyTunnel;
 use super::head::ReadHead;
 use super::tunnel::Tunnel;
 use super::{CloseReason, Conn, Phase, Step};
@@ -111,6 +112,8 @@ pub(crate) struct Exchange {
     last_dial_error: Option<io::ErrorKind>,
     /// Speak TLS to the upstream, with this server name (reverse HTTPS pass-through).
     tls: Option<ServerName<'static>>,
+    /// The connection is to an upstream proxy that must first open a tunnel (CONNECT).
+    proxy_tunnel: Option<Box<ProxyTunnel>>,
 }
 
 impl Default for Exchange {
@@ -148,6 +151,7 @@ impl Default for Exchange {
             next_addr: 0,
             last_dial_error: None,
             tls: None,
+            proxy_tunnel: None,
         }
     }
 }
@@ -227,8 +231,22 @@ impl Exchange {
         self.head_sent = 0;
         self.upstream_eof = false;
         self.sent_at = None;
+        if let Some(t) = self.proxy_tunnel.as_deref_mut() {
+            t.reset();
+        }
         ctx.pool.release(&mut self.uin);
         Some(super::head::redial(std::mem::take(self), conn, ctx))
+    }
+
+    /// The connection goes to an upstream proxy, which is first asked for a tunnel to
+    /// `authority` (with `authorization` as its Proxy-Authorization).
+    pub fn tunnel_via_proxy(&mut self, authority: &str, authorization: Option<&str>) {
+        self.proxy_tunnel = Some(Box::new(ProxyTunnel::new(authority, authorization)));
+    }
+
+    /// The proxy tunnel still to be opened on a fresh connection, if any.
+    pub fn proxy_tunnel_mut(&mut self) -> Option<&mut ProxyTunnel> {
+        self.proxy_tunnel.as_deref_mut().filter(|t| !t.is_open())
     }
 
     /// The upstream is to be spoken to over TLS, verified for `name`.

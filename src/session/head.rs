@@ -19,7 +19,9 @@ use std::time::Instant;
 
 use crate::apilog::{Kind, Text};
 use crate::context::Ctx;
-use crate::http::{self, BodyKind, Forwarding, HeadError, Method, RequestHead, TargetForm};
+use crate::http::{
+    self, BodyKind, Forwarding, HeadError, Method, ProxyForm, RequestHead, TargetForm,
+};
 use crate::relay::IoOutcome;
 use crate::relay::copy::read_into;
 use crate::resolve::{Lookup, Query};
@@ -329,9 +331,32 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
         }));
         return Step::Next(Phase::Intercept(Intercept::new(ctx)));
     }
-    let name = upstream_name(target.host, target.port);
+    // Pass-through traffic goes via the upstream proxy unless no_proxy lists the destination.
+    let proxy = match &ctx.upstream_proxy {
+        Some(p) if !target.to_local && !p.bypasses(target.host, target.port) => Some(Arc::clone(p)),
+        _ => None,
+    };
+    // Plain HTTP via the proxy: any destination can share a connection to it. A tunnel through
+    // it (CONNECT, TLS) is one destination's: its name says both.
+    let tunnel_via_proxy = proxy.is_some() && (is_connect || target.tls);
+    let name = match &proxy {
+        None => upstream_name(target.host, target.port),
+        Some(p) if tunnel_via_proxy => Text::from_fmt(format_args!(
+            "{} via {}",
+            upstream_name(target.host, target.port),
+            p.authority()
+        )),
+        Some(p) => Text::from_str(&p.authority()),
+    };
     if let Some(rec) = conn.rec_mut() {
-        rec.upstream = Some(name.clone());
+        rec.upstream = Some(match &proxy {
+            Some(p) if !tunnel_via_proxy => Text::from_fmt(format_args!(
+                "{} via {}",
+                upstream_name(target.host, target.port),
+                p.authority()
+            )),
+            _ => name.clone(),
+        });
     }
 
     let mut x = if is_connect {
@@ -352,6 +377,10 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
             proto: if https_client { "https" } else { "http" },
             upgrade: head.upgrade,
             via: &ctx.via,
+            // Inside a tunnel through the proxy the origin is spoken to directly.
+            to_proxy: (proxy.is_some() && !tunnel_via_proxy).then_some(ProxyForm {
+                authorization: ctx.proxy_authorization.as_deref(),
+            }),
         };
         match http::write_request_head(src, head, &fwd, out.raw_mut()) {
             Ok(n) => out.set_filled(n),
@@ -382,7 +411,17 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
             }
         }
     }
-    dial(&mut x, name, target.host, target.port, conn, ctx)
+    match &proxy {
+        Some(p) => {
+            if tunnel_via_proxy {
+                let authority = upstream_name(target.host, target.port);
+                x.tunnel_via_proxy(authority.as_str(), ctx.proxy_authorization.as_deref());
+            }
+            let (host, port) = (p.host.clone(), p.port);
+            dial(&mut x, name, &host, port, conn, ctx)
+        }
+        None => dial(&mut x, name, target.host, target.port, conn, ctx),
+    }
 }
 
 /// Reuses the upstream connection when it goes to the same `host:port` the same way (plain
@@ -424,7 +463,9 @@ fn dial(
 /// Sends `x` again on a fresh connection (never a pooled one) to the upstream it was for.
 pub(super) fn redial(mut x: Exchange, conn: &mut Conn, ctx: &mut Ctx) -> Step {
     let name = x.upstream_text();
-    let Some((host, Some(port))) = route::split_authority(name.as_str()) else {
+    // "host:port via proxy:port" is dialled at the proxy.
+    let dialled = name.as_str().rsplit(" via ").next().unwrap_or("");
+    let Some((host, Some(port))) = route::split_authority(dialled) else {
         return Step::Close(CloseReason::UpstreamClosed);
     };
     let host = host.to_owned();

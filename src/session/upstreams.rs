@@ -29,11 +29,9 @@ pub const MAX_PER_KEY: usize = 32;
 /// Idle connections kept per event loop.
 pub const MAX_TOTAL: usize = 512;
 
-type Key = (Box<str>, bool);
-
 struct Parked {
     up: Upstream,
-    key: Key,
+    tls: bool,
     expires: Instant,
     serial: u64,
 }
@@ -41,8 +39,9 @@ struct Parked {
 /// One loop's idle upstream connections.
 pub(crate) struct UpstreamPool {
     parked: Slab<Parked>,
-    /// Slots per key, most recently parked last (reused first: the warmest connection).
-    by_key: HashMap<Key, Vec<usize>>,
+    /// Slots per name, plain and TLS apart, most recently parked last (reused first: the
+    /// warmest connection). Looked up by `&str`, so taking allocates nothing.
+    by_name: [HashMap<Box<str>, Vec<usize>>; 2],
     heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     serial: u64,
     /// Parked connection `slot` is polled as `token_base + slot`.
@@ -54,7 +53,7 @@ impl UpstreamPool {
     pub fn new(token_base: usize, idle: Duration) -> UpstreamPool {
         UpstreamPool {
             parked: Slab::new(),
-            by_key: HashMap::new(),
+            by_name: [HashMap::new(), HashMap::new()],
             heap: BinaryHeap::new(),
             serial: 0,
             token_base,
@@ -69,8 +68,10 @@ impl UpstreamPool {
 
     /// Keeps `up` (idle, connected, nothing pending) for reuse; closes it when the pool is full.
     pub fn park(&mut self, mut up: Upstream, registry: &Registry, now: Instant) {
-        let key: Key = (up.name.as_str().into(), up.sock.is_tls());
-        let per_key = self.by_key.get(&key).map_or(0, Vec::len);
+        let tls = up.sock.is_tls();
+        let per_key = self.by_name[usize::from(tls)]
+            .get(up.name.as_str())
+            .map_or(0, Vec::len);
         if !up.connected || per_key >= MAX_PER_KEY || self.parked.len() >= MAX_TOTAL {
             return; // dropping it closes it
         }
@@ -86,13 +87,19 @@ impl UpstreamPool {
         up.ready = Ready::default();
         self.serial += 1;
         let expires = now + self.idle;
+        let slots = match self.by_name[usize::from(tls)].get_mut(up.name.as_str()) {
+            Some(slots) => slots,
+            None => self.by_name[usize::from(tls)]
+                .entry(up.name.as_str().into())
+                .or_default(),
+        };
+        slots.push(slot);
         self.parked.insert(Parked {
             up,
-            key: key.clone(),
+            tls,
             expires,
             serial: self.serial,
         });
-        self.by_key.entry(key).or_default().push(slot);
         self.heap.push(Reverse((expires, slot, self.serial)));
     }
 
@@ -106,7 +113,7 @@ impl UpstreamPool {
         token: Token,
     ) -> Option<Upstream> {
         loop {
-            let slot = self.by_key.get_mut(&(name.into(), tls))?.pop()?;
+            let slot = self.by_name[usize::from(tls)].get_mut(name)?.pop()?;
             let mut up = self.remove(slot)?;
             if !still_open(&mut up) {
                 log::debug!("pooled connection to {name} was closed by the server");
@@ -167,16 +174,18 @@ impl UpstreamPool {
     /// Closes every parked connection (shutdown).
     pub fn clear(&mut self) {
         self.parked.clear();
-        self.by_key.clear();
+        self.by_name = [HashMap::new(), HashMap::new()];
         self.heap.clear();
     }
 
     fn remove(&mut self, slot: usize) -> Option<Upstream> {
         let parked = self.parked.try_remove(slot)?;
-        if let Some(slots) = self.by_key.get_mut(&parked.key) {
+        let names = &mut self.by_name[usize::from(parked.tls)];
+        if let Some(slots) = names.get_mut(parked.up.name.as_str()) {
             slots.retain(|&s| s != slot);
+            // Names come and go (every pass-through host): drop the emptied entry.
             if slots.is_empty() {
-                self.by_key.remove(&parked.key);
+                names.remove(parked.up.name.as_str());
             }
         }
         Some(parked.up)
