@@ -4,8 +4,9 @@
 //! Pass-through HTTP goes to the proxy in absolute form (`GET http://host/path HTTP/1.1`);
 //! CONNECT tunnels and TLS pass-through ask the proxy for a tunnel (`CONNECT host:port`) first.
 //! Credentials in the URL (`http://user:pass@host:port`, percent-encoded as RFC 3986 §3.2.1
-//! has it) are sent as `Proxy-Authorization: Basic`. Local routes never use the proxy, and
-//! neither do destinations `no_proxy` lists, in the syntax curl and most tools read from
+//! has it) are sent as `Proxy-Authorization: Basic`. Local routes never use the proxy, nor
+//! loopback destinations (`localhost`, `*.localhost`, `127.0.0.0/8`, `::1`: the proxy's
+//! loopback is not this machine's), nor destinations `no_proxy` lists, in the syntax curl and most tools read from
 //! `NO_PROXY`: `*` for everything; a domain (`example.com`, `.example.com` or `*.example.com`)
 //! matching itself and its subdomains; an IP address or a CIDR block (`10.0.0.0/8`, `::1`);
 //! any of these with `:port` to match that port only.
@@ -76,14 +77,21 @@ impl UpstreamProxy {
         })
     }
 
-    /// True when `host:port` is to be reached directly.
+    /// True when `host:port` is to be reached directly: loopback, or listed in `no_proxy`.
     pub fn bypasses(&self, host: &str, port: u16) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let host = host.strip_suffix('.').unwrap_or(host);
         let ip = host.parse::<IpAddr>().ok();
-        self.no_proxy
-            .iter()
-            .any(|rule| rule.matches(host, ip, port))
+        let loopback = ip.is_some_and(|ip| ip.is_loopback())
+            || host.eq_ignore_ascii_case("localhost")
+            || host
+                .get(host.len().saturating_sub(".localhost".len())..)
+                .is_some_and(|end| end.eq_ignore_ascii_case(".localhost"));
+        loopback
+            || self
+                .no_proxy
+                .iter()
+                .any(|rule| rule.matches(host, ip, port))
     }
 
     /// The `Proxy-Authorization` value, when the URL had credentials.
@@ -368,6 +376,17 @@ mod tests {
         }
         assert!(with_rules(&["*"]).bypasses("anything.test", 1));
         assert!(!with_rules(&[]).bypasses("anything.test", 1));
+        // Loopback never goes to the proxy.
+        for host in [
+            "localhost",
+            "LOCALHOST.",
+            "app.localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "[::1]",
+        ] {
+            assert!(with_rules(&[]).bypasses(host, 80), "{host}");
+        }
     }
 
     #[test]

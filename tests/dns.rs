@@ -307,5 +307,8 @@ fn addresses_are_tried_ipv6_first_and_the_next_after_a_refusal() {
     dns.set("both.test", QType::Aaaa, records(60, vec![addr("::1")]));
     let w = start(&dns, "");
     let resp = get(&w, "both.test", b.port(), "/both");
-    assert_eq!((resp.status, resp.body_text()), (200, "v4 GET /both".into()));
+    assert_eq!(
+        (resp.status, resp.body_text()),
+        (200, "v4 GET /both".into())
+    );
 }

@@ -273,7 +273,8 @@ fn tls_pass_through_from_the_reverse_https_port_tunnels_through_the_proxy() {
     });
     let tls = tls_to_reverse(&w, client_trusting(&w.ca_pem()), dns_name("localhost")).unwrap();
     let mut r = BufReader::new(tls);
-    let host = format!("localhost:{}", origin.port());
+    // origin.test: a name only the proxy can reach (and the origin's certificate names).
+    let host = format!("origin.test:{}", origin.port());
     let resp = tls_roundtrip(&mut r, &get(&host, "/secure"));
     assert_eq!(resp.status, 200, "{}", resp.body_text());
     assert_eq!(resp.body_text(), "origin GET /secure");

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::apilog::Text;
 use crate::context::{Ctx, LINGER};
-use crate::http::Method;
+use crate::http::{Method, Via};
 use crate::relay::IoOutcome;
 use crate::relay::copy::write_from;
 
@@ -48,17 +48,25 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// Formats a complete plain-text response into a new buffer. Error paths may allocate;
 /// the proxied hot path never comes here.
-pub fn format_response(status: u16, message: &str, keep_alive: bool, head_only: bool) -> Vec<u8> {
+pub fn format_response(
+    status: u16,
+    message: &str,
+    keep_alive: bool,
+    head_only: bool,
+    via: &Via,
+) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(160 + message.len());
     let connection = if keep_alive { "keep-alive" } else { "close" };
     // Writing into a Vec cannot fail.
     let _ = write!(
         bytes,
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: {connection}\r\nVia: 1.1 watchtower\r\n\r\n",
+         Content-Length: {}\r\nConnection: {connection}\r\n",
         reason_phrase(status),
         message.len() + 1
     );
+    bytes.extend_from_slice(via.line());
+    bytes.extend_from_slice(b"\r\n");
     if !head_only {
         bytes.extend_from_slice(message.as_bytes());
         bytes.push(b'\n');
@@ -87,6 +95,7 @@ pub(super) fn reply(
         text.as_str(),
         keep_alive,
         conn.method == Method::Head,
+        &ctx.via,
     );
     Step::Next(Phase::Answer(Answer {
         bytes,
@@ -164,18 +173,20 @@ mod tests {
             "upstream 127.0.0.1:9 refused the connection",
             false,
             false,
+            &Via::named("watchtower-test"),
         );
         let text = String::from_utf8(bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
         assert!(head.contains("\r\nConnection: close"));
+        assert!(head.ends_with("\r\nVia: 1.1 watchtower-test"));
         assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
         assert_eq!(body, "upstream 127.0.0.1:9 refused the connection\n");
     }
 
     #[test]
     fn head_request_gets_no_body() {
-        let bytes = format_response(400, "bad", true, true);
+        let bytes = format_response(400, "bad", true, true, &Via::named("w"));
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.ends_with("\r\n\r\n"));
         assert!(text.contains("Content-Length: 4\r\n"));

@@ -368,7 +368,7 @@ pub struct TlsOrigin {
 impl TlsOrigin {
     pub fn start() -> TlsOrigin {
         let ca = TestCa::new("Watchtower test origin CA");
-        let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"]);
+        let (cert, key) = ca.leaf(&["localhost", "127.0.0.1", "origin.test"]);
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
