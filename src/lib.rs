@@ -39,6 +39,8 @@ pub mod dns;
 pub mod event_loop;
 pub mod http;
 pub mod io;
+#[cfg(test)]
+mod mutation;
 pub mod relay;
 pub mod resolve;
 pub mod route;

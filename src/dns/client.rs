@@ -160,7 +160,7 @@ impl DnsClient {
             ],
         });
         for (part, qtype) in [(0, RecordType::A), (1, RecordType::Aaaa)] {
-            self.ask(lookup, part, name, qtype, 0, registry, now);
+            self.ask(lookup, part, name, qtype, 0, 0, registry, now);
         }
         self.finish_if_settled(lookup);
     }
@@ -201,7 +201,7 @@ impl DnsClient {
                     "DNS {qtype} {name}: no answer from {}, asking again",
                     self.server
                 );
-                self.ask_again(
+                self.ask(
                     lookup,
                     part,
                     &name,
@@ -211,6 +211,7 @@ impl DnsClient {
                     registry,
                     now,
                 );
+                self.finish_if_settled(lookup);
             } else {
                 self.settle(lookup, part, Err(ResolveError::Timeout), 0);
             }
@@ -352,16 +353,8 @@ impl DnsClient {
                         let why = format!("CNAME chain from {name} longer than the limit");
                         self.settle(lookup, part, Err(ResolveError::Failed(why)), 0);
                     } else {
-                        self.ask_again(
-                            lookup,
-                            part,
-                            &target,
-                            qtype,
-                            0,
-                            restarts + 1,
-                            registry,
-                            now,
-                        );
+                        self.ask(lookup, part, &target, qtype, 0, restarts + 1, registry, now);
+                        self.finish_if_settled(lookup);
                     }
                 }
                 None => self.settle(lookup, part, Err(ResolveError::NoAddress), ttl),
@@ -373,8 +366,11 @@ impl DnsClient {
         true
     }
 
+    /// Opens a UDP transaction for (name, qtype) with a new random ID (`restarts` CNAME
+    /// targets into the chain), or settles the part with the reason it could not. The caller
+    /// then checks whether the lookup is settled.
     #[allow(clippy::too_many_arguments)]
-    fn ask_again(
+    fn ask(
         &mut self,
         lookup: usize,
         part: usize,
@@ -385,28 +381,12 @@ impl DnsClient {
         registry: &Registry,
         now: Instant,
     ) {
-        self.ask(lookup, part, name, qtype, attempt, registry, now);
+        let id = self.random_id();
+        let opened = self.open(lookup, part, name, qtype, id, attempt, false, registry, now);
         if let Part::Asking { restarts: r } = &mut self.lookups[lookup].parts[part] {
             *r = restarts;
         }
-        self.finish_if_settled(lookup);
-    }
-
-    /// Opens a UDP transaction for (name, qtype) with a new random ID, or settles the part
-    /// with the reason it could not.
-    #[allow(clippy::too_many_arguments)]
-    fn ask(
-        &mut self,
-        lookup: usize,
-        part: usize,
-        name: &str,
-        qtype: RecordType,
-        attempt: u32,
-        registry: &Registry,
-        now: Instant,
-    ) {
-        let id = self.random_id();
-        if let Err(e) = self.open(lookup, part, name, qtype, id, attempt, false, registry, now) {
+        if let Err(e) = opened {
             let why = match e.kind() {
                 io::ErrorKind::InvalidInput => ResolveError::Failed(e.to_string()),
                 _ => dns_io_error(self.server, &e),

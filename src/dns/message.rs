@@ -1600,22 +1600,8 @@ mod tests {
     }
 
     /// A small seeded generator (xorshift64*), so a failing run can be replayed.
-    struct Rng(u64);
+    use crate::mutation::{Rng, mutate};
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
-    /// The messages of the corpus under `fuzz/corpus/dns_message/`, by file name.
     fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
         let mut bogus_counts = message(RESPONSE, &[a(QNAME, 1, [192, 0, 2, 1])], &[]);
@@ -1697,61 +1683,23 @@ mod tests {
     }
 
     /// Splices DNS-shaped pieces into a seed: pointers, label types, types, counts, TTLs.
-    fn mutate(rng: &mut Rng, seeds: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        const PIECES: &[&[u8]] = &[
-            b"\xc0\x0c",
-            b"\xc0\x00",
-            b"\xc0\x1e",
-            b"\xc0\xff",
-            b"\x3f",
-            b"\x40",
-            b"\x80",
-            b"\x00",
-            b"\x00\x01\x00\x01",
-            b"\x00\x05\x00\x01",
-            b"\x00\x06\x00\x01",
-            b"\x00\x1c\x00\x01",
-            b"\xff\xff\xff\xff",
-            b"\x01a\x00",
-            b"\x07example\x04test\x00",
-        ];
-        let pick = |rng: &mut Rng| &seeds[rng.below(seeds.len())].1;
-        let mut data = pick(rng).clone();
-        for _ in 0..=rng.below(4) {
-            let at = rng.below(data.len() + 1);
-            match rng.below(7) {
-                0 if !data.is_empty() => {
-                    let i = rng.below(data.len());
-                    data[i] = rng.next() as u8;
-                }
-                1 => {
-                    let piece = PIECES[rng.below(PIECES.len())];
-                    data.splice(at..at, piece.iter().copied());
-                }
-                2 if at + 2 <= data.len() => {
-                    let piece = PIECES[rng.below(PIECES.len())];
-                    let end = (at + piece.len()).min(data.len());
-                    data.splice(at..end, piece.iter().copied());
-                }
-                3 => {
-                    let end = (at + rng.below(8)).min(data.len());
-                    data.drain(at..end);
-                }
-                4 => data.truncate(at),
-                5 if data.len() >= HEADER_LEN => {
-                    // A count or the flags.
-                    let field = 2 + 2 * rng.below(5);
-                    data[field..field + 2].copy_from_slice(&(rng.next() as u16).to_be_bytes());
-                }
-                _ => {
-                    let other = pick(rng).clone();
-                    let from = rng.below(other.len());
-                    data.extend_from_slice(&other[from..]);
-                }
-            }
-        }
-        data
-    }
+    const PIECES: &[&[u8]] = &[
+        b"\xc0\x0c",
+        b"\xc0\x00",
+        b"\xc0\x1e",
+        b"\xc0\xff",
+        b"\x3f",
+        b"\x40",
+        b"\x80",
+        b"\x00",
+        b"\x00\x01\x00\x01",
+        b"\x00\x05\x00\x01",
+        b"\x00\x06\x00\x01",
+        b"\x00\x1c\x00\x01",
+        b"\xff\xff\xff\xff",
+        b"\x01a\x00",
+        b"\x07example\x04test\x00",
+    ];
 
     #[test]
     fn seeds_parse_as_their_names_say() {
@@ -1772,28 +1720,21 @@ mod tests {
     /// Run longer with `WATCHTOWER_FUZZ_ROUNDS=200000 cargo test --release`.
     #[test]
     fn fuzz_entry_survives_seeds_and_mutations() {
-        let seed = std::env::var("WATCHTOWER_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-                    | 1
-            });
-        let rounds: usize = std::env::var("WATCHTOWER_FUZZ_ROUNDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(2000);
-        eprintln!("fuzz seed {seed} (replay with WATCHTOWER_FUZZ_SEED={seed})");
+        let (mut rng, rounds) = Rng::from_env();
         let seeds = seeds();
         for (_, msg) in &seeds {
             fuzz_dns_message(msg);
         }
         fuzz_dns_message(b"");
-        let mut rng = Rng(seed);
+        let inputs: Vec<&[u8]> = seeds.iter().map(|(_, msg)| msg.as_slice()).collect();
         for _ in 0..rounds {
-            fuzz_dns_message(&mutate(&mut rng, &seeds));
+            let mut data = mutate(&mut rng, &inputs, PIECES);
+            // And now and then a random ID or section count.
+            if data.len() >= HEADER_LEN && rng.below(3) == 0 {
+                let field = 2 * rng.below(6);
+                data[field..field + 2].copy_from_slice(&(rng.next() as u16).to_be_bytes());
+            }
+            fuzz_dns_message(&data);
             // Random bytes behind a valid header and question.
             let mut noise = seeds[0].1[..FIRST_RECORD].to_vec();
             noise.extend((0..rng.below(64)).map(|_| rng.next() as u8));

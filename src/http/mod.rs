@@ -192,21 +192,7 @@ pub fn fuzz_chunked(data: &[u8]) {
 mod tests {
     use super::*;
 
-    /// A small seeded generator (xorshift64*), so a failing run can be replayed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use crate::mutation::{Rng, mutate};
 
     const REQUEST_SEEDS: &[&[u8]] = &[
         b"GET / HTTP/1.1\r\nHost: example.test\r\n\r\n",
@@ -230,73 +216,34 @@ mod tests {
         b"\x04\x03\x00\x10\x011\r\n\n\r\n0\r\n\r\n",
     ];
 
-    fn mutate(rng: &mut Rng, seeds: &[&[u8]]) -> Vec<u8> {
-        const PIECES: &[&[u8]] = &[
-            b"\r",
-            b"\n",
-            b"\r\n",
-            b" ",
-            b"\t",
-            b":",
-            b",",
-            b";",
-            b"=",
-            b"\"",
-            b"0",
-            b"f",
-            b"@",
-            b"/",
-            b"*",
-            b"chunked",
-            b"Content-Length: 7\r\n",
-            b"Transfer-Encoding: chunked\r\n",
-            b"Host: h\r\n",
-            b"Connection: content-length, upgrade\r\n",
-            b"\x00",
-            b"\xff",
-        ];
-        let mut data = seeds[rng.below(seeds.len())].to_vec();
-        for _ in 0..=rng.below(4) {
-            let at = rng.below(data.len() + 1);
-            match rng.below(5) {
-                0 if !data.is_empty() => {
-                    let i = rng.below(data.len());
-                    data[i] = rng.next() as u8;
-                }
-                1 => {
-                    let piece = PIECES[rng.below(PIECES.len())];
-                    data.splice(at..at, piece.iter().copied());
-                }
-                2 => {
-                    let end = (at + rng.below(8)).min(data.len());
-                    data.drain(at..end);
-                }
-                3 => data.truncate(at),
-                _ => {
-                    let other = seeds[rng.below(seeds.len())];
-                    data.extend_from_slice(other);
-                }
-            }
-        }
-        data
-    }
+    const PIECES: &[&[u8]] = &[
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b" ",
+        b"\t",
+        b":",
+        b",",
+        b";",
+        b"=",
+        b"\"",
+        b"0",
+        b"f",
+        b"@",
+        b"/",
+        b"*",
+        b"chunked",
+        b"Content-Length: 7\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Host: h\r\n",
+        b"Connection: content-length, upgrade\r\n",
+        b"\x00",
+        b"\xff",
+    ];
 
     #[test]
     fn fuzz_entries_survive_seeds_and_mutations() {
-        let seed = std::env::var("WATCHTOWER_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-                    | 1
-            });
-        let rounds: usize = std::env::var("WATCHTOWER_FUZZ_ROUNDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(2000);
-        eprintln!("fuzz seed {seed} (replay with WATCHTOWER_FUZZ_SEED={seed})");
+        let (mut rng, rounds) = Rng::from_env();
         for seed_input in REQUEST_SEEDS {
             fuzz_request_head(seed_input);
         }
@@ -305,10 +252,9 @@ mod tests {
         }
         fuzz_request_head(b"");
         fuzz_chunked(b"");
-        let mut rng = Rng(seed);
         for _ in 0..rounds {
-            fuzz_request_head(&mutate(&mut rng, REQUEST_SEEDS));
-            fuzz_chunked(&mutate(&mut rng, CHUNKED_SEEDS));
+            fuzz_request_head(&mutate(&mut rng, REQUEST_SEEDS, PIECES));
+            fuzz_chunked(&mutate(&mut rng, CHUNKED_SEEDS, PIECES));
         }
     }
 

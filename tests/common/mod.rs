@@ -141,9 +141,17 @@ impl Watchtower {
 
     fn try_start(opts: &Opts) -> Result<Watchtower, String> {
         let dir = TempDir::new("wt");
-        let proxy_port = free_port();
-        let reverse_port = opts.reverse_http.then(free_port);
-        let reverse_tls_port = opts.reverse_https.then(free_port);
+        // Three different ports: the system may hand the same free port out twice in a row.
+        let mut ports = Vec::new();
+        while ports.len() < 3 {
+            let port = free_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let proxy_port = ports[0];
+        let reverse_port = opts.reverse_http.then_some(ports[1]);
+        let reverse_tls_port = opts.reverse_https.then_some(ports[2]);
         let mut toml = format!(
             "[proxy]\nlisten = \"127.0.0.1\"\nproxy_port = {proxy_port}\nlocal_routing = {}\n",
             opts.local_routing
