@@ -122,6 +122,7 @@ X-Amzn-Trace-Id: Root=1-67891233-abcdef012345678912345678\r\n\r\n";
             proto: "http",
             upgrade: false,
             via: &via,
+            to_proxy: None,
         };
         let parsed = parse_request(src);
         assert!(matches!(parsed, Ok(Some(_))), "{head}: {parsed:?}");
