@@ -347,3 +347,41 @@ fn tunnels_are_logged_with_byte_counts_and_refusals_with_502() {
     assert_eq!(f["status"], "502", "{}", lines[1]);
     assert_eq!(f["host"], format!("\"{refused}\""), "{}", lines[1]);
 }
+
+/// Kernel pipes the process holds (splice relays one per tunnel direction).
+#[cfg(target_os = "linux")]
+fn pipes(w: &Watchtower) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", w.pid()))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn short_exchanges_are_copied_and_bulk_transfers_move_through_splice_pipes() {
+    let (w, mut c, mut b) = tunnel_to_backend(Opts::default());
+    let baseline = pipes(&w); // stderr, piped to this test
+    // A short exchange each way: copied through a buffer, no pipe made.
+    pass_bytes(&mut c, &mut b, b"hello upstream");
+    pass_bytes(&mut b, &mut c, b"hello client");
+    assert_eq!(pipes(&w), baseline, "a pipe pair for 26 bytes");
+    // 4 MiB upstream: the first full buffer marks the direction bulk, the rest is spliced.
+    let data = noise(4 << 20, 7);
+    let reader = thread::spawn(move || {
+        let mut got = vec![0u8; 4 << 20];
+        b.read_exact(&mut got).unwrap();
+        (b, got)
+    });
+    c.write_all(&data).unwrap();
+    let (mut b, got) = reader.join().unwrap();
+    assert!(got == data, "bytes changed on the way");
+    assert_eq!(
+        pipes(&w),
+        baseline + 2,
+        "one pipe (two ends) for the bulk direction"
+    );
+    // And the tunnel still works both ways.
+    pass_bytes(&mut b, &mut c, b"done");
+}

@@ -8,8 +8,12 @@
 //! traffic. The log record (one line per tunnel, SPEC §10) is written when it ends.
 //!
 //! When neither side speaks TLS through Watchtower (a blind CONNECT, a plain WebSocket), the
-//! bytes never need to reach user space: on Linux each direction moves through a pipe with
-//! splice(2) (`relay::splice`), after any bytes already buffered have been delivered.
+//! bytes never need to reach user space: on Linux a direction that carries bulk data moves
+//! through a pipe with splice(2) (`relay::splice`), after any bytes already buffered have been
+//! delivered. A direction counts as bulk once one read fills a whole buffer; until then it is
+//! copied, because for the short exchanges most tunnels carry (a TLS handshake, one API call)
+//! a pipe pair costs more system calls (pipe2, fcntl, two splices per read, four closes) than it
+//! saves.
 
 use std::io;
 use std::time::Instant;
@@ -35,7 +39,9 @@ struct Flow {
     eof: bool,
     /// FIN was passed on to the destination; this direction is finished.
     shut: bool,
-    /// Kernel pipe for zero-copy relaying, created on first use.
+    /// A read filled a whole buffer: worth splicing from now on.
+    bulk: bool,
+    /// Kernel pipe for zero-copy relaying, created once the direction is bulk.
     #[cfg(target_os = "linux")]
     pipe: Option<Pipe>,
 }
@@ -83,7 +89,10 @@ fn pump(
             },
         };
         match read_into(src, src_ready, buf) {
-            IoOutcome::Done(_) => moved = true,
+            IoOutcome::Done(_) => {
+                flow.bulk |= buf.is_full();
+                moved = true;
+            }
             IoOutcome::Eof => {
                 flow.eof = true;
                 moved = true;
@@ -105,8 +114,9 @@ fn pump(
     Ok((delivered, moved))
 }
 
-/// Like [`pump`], but moving the bytes inside the kernel: buffered leftovers first, then
-/// socket -> pipe -> socket. Falls back to [`pump`] when no pipe can be had.
+/// Like [`pump`], but moving the bytes inside the kernel once the direction is bulk: buffered
+/// leftovers first, then socket -> pipe -> socket. Falls back to [`pump`] when no pipe can be
+/// had.
 #[cfg(target_os = "linux")]
 fn pump_spliced(
     src: &mut Transport,
@@ -125,7 +135,7 @@ fn pump_spliced(
     pool.release(&mut flow.buf);
     let pipe = match flow.pipe {
         Some(ref mut p) => p,
-        None if flow.eof || !src_ready.readable => {
+        None if !flow.bulk || flow.eof || !src_ready.readable => {
             return pump(src, src_ready, dst, dst_ready, flow, pool);
         }
         None => match Pipe::new() {
