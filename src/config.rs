@@ -49,6 +49,8 @@ const DEFAULT_UPSTREAM_HEADER_SECS: u64 = 60;
 const DEFAULT_IDLE_SECS: u64 = 60;
 /// Most event-loop threads `[proxy] workers` may ask for.
 pub const MAX_WORKERS: u16 = 256;
+/// The admin API's port when `[admin] port` is absent.
+pub const DEFAULT_ADMIN_PORT: u16 = 8889;
 /// Upper bound for any timeout: a year. Larger values are almost certainly a unit mistake.
 const MAX_TIMEOUT_SECS: f64 = 86_400.0 * 365.0;
 
@@ -81,6 +83,8 @@ pub struct Config {
     /// Where API log lines go (absolute); `None` means no API log.
     pub api_log: Option<PathBuf>,
     pub timeouts: Timeouts,
+    /// The admin API's address (`[admin]`); `None` when turned off.
+    pub admin: Option<SocketAddr>,
     /// `[upstream] proxy`: where pass-through traffic goes; `None` = straight to real servers.
     pub upstream_proxy: Option<UpstreamProxy>,
     /// Routes in file order.
@@ -210,6 +214,7 @@ impl Config {
             .transpose()?;
         let timeouts = check_timeouts(&file, &raw.timeouts)?;
         let upstream_proxy = check_upstream(&file, raw.upstream)?;
+        let admin = check_admin(&file, raw.admin, &proxy)?;
         let routes = check_routes(&file, raw.route)?;
 
         Ok(Config {
@@ -223,6 +228,7 @@ impl Config {
             tls,
             api_log,
             timeouts,
+            admin,
             upstream_proxy,
             routes,
             source: None,
@@ -243,6 +249,10 @@ impl Config {
             tls: default_tls_paths(),
             api_log: None,
             timeouts: Timeouts::default(),
+            admin: Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                DEFAULT_ADMIN_PORT,
+            )),
             upstream_proxy: None,
             routes: Vec::new(),
             source: None,
@@ -313,6 +323,10 @@ impl Config {
         match self.dns_server {
             Some(addr) => writeln!(out, "dns server: {addr}")?,
             None => writeln!(out, "dns server: system resolver")?,
+        }
+        match self.admin {
+            Some(addr) => writeln!(out, "admin API: http://{addr}/")?,
+            None => writeln!(out, "admin API: off")?,
         }
         match &self.upstream_proxy {
             Some(proxy) if proxy.no_proxy.is_empty() => {
@@ -498,7 +512,17 @@ struct RawFile {
     #[serde(default)]
     upstream: RawUpstream,
     #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
     route: Vec<RawRoute>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    port: Option<Spanned<i64>>,
+    listen: Option<Spanned<String>>,
+    enabled: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -798,6 +822,63 @@ fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+fn check_admin(
+    file: &SourceText<'_>,
+    raw: RawAdmin,
+    proxy: &ProxySettings,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    if raw.enabled == Some(false) {
+        return Ok(None);
+    }
+    let listen = match &raw.listen {
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(value) => {
+            let ip: IpAddr = value.get_ref().parse().map_err(|_| {
+                file.error(
+                    Some(value.span()),
+                    "admin.listen",
+                    format_args!("{:?} is not an IP address", value.get_ref()),
+                )
+            })?;
+            if !ip.is_loopback() {
+                return Err(file.error(
+                    Some(value.span()),
+                    "admin.listen",
+                    format_args!(
+                        "{ip} is not a loopback address; the admin API changes routing for \
+                         everyone who uses the proxy, so it only listens on this machine"
+                    ),
+                ));
+            }
+            ip
+        }
+    };
+    let port = match &raw.port {
+        None => DEFAULT_ADMIN_PORT,
+        Some(value) => check_port(file, "admin.port", value)?,
+    };
+    let taken = [
+        ("proxy.proxy_port", Some(proxy.proxy_port)),
+        ("proxy.reverse_http_port", proxy.reverse_http_port),
+        ("proxy.reverse_https_port", proxy.reverse_https_port),
+    ];
+    if let Some((key, _)) = taken.iter().find(|(_, p)| *p == Some(port)) {
+        let default = if raw.port.is_none() {
+            " (its default)"
+        } else {
+            ""
+        };
+        return Err(file.error(
+            raw.port.as_ref().map(Spanned::span),
+            "admin.port",
+            format_args!(
+                "port {port}{default} is also used by {key}; each listener needs its own port"
+            ),
+        ));
+    }
+    Ok(Some(SocketAddr::new(listen, port)))
+}
+
 fn check_upstream(
     file: &SourceText<'_>,
     raw: RawUpstream,
@@ -945,66 +1026,106 @@ fn check_routes(file: &SourceText<'_>, raw: Vec<RawRoute>) -> Result<Vec<Route>,
     let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
     for (index, raw) in raw.into_iter().enumerate() {
         let id = raw.id.get_ref();
-        let name = format!("route[{index}] (id {id:?})");
-        let fail = |span: Range<usize>, problem: String| file.error(Some(span), &name, problem);
-
-        if id.trim().is_empty() {
-            return Err(fail(raw.id.span(), "id must not be empty".to_owned()));
-        }
-        let domain = check_domain(raw.domain.get_ref()).map_err(|problem| {
-            fail(
-                raw.domain.span(),
-                format!("domain {:?} {problem}", raw.domain.get_ref()),
+        let route = check_route(
+            id,
+            raw.domain.get_ref(),
+            raw.target_host.get_ref(),
+            *raw.target_port.get_ref(),
+            raw.enabled.unwrap_or(true),
+            &routes,
+        )
+        .map_err(|e| {
+            let span = match e.field {
+                "id" => raw.id.span(),
+                "domain" => raw.domain.span(),
+                "target_host" => raw.target_host.span(),
+                _ => raw.target_port.span(),
+            };
+            file.error(
+                Some(span),
+                &format!("route[{index}] (id {id:?})"),
+                e.message,
             )
         })?;
-        let target_host = check_target_host(raw.target_host.get_ref()).map_err(|problem| {
-            fail(
-                raw.target_host.span(),
-                format!("target_host {:?} {problem}", raw.target_host.get_ref()),
-            )
-        })?;
-        let target_port = match u16::try_from(*raw.target_port.get_ref()) {
-            Ok(port) if port != 0 => port,
-            _ => {
-                return Err(fail(
-                    raw.target_port.span(),
-                    format!(
-                        "target_port: {} is not a usable port (1-65535)",
-                        raw.target_port.get_ref()
-                    ),
-                ));
-            }
-        };
-
-        if let Some((other, route)) = routes.iter().enumerate().find(|(_, r)| r.id == *id) {
-            return Err(fail(
-                raw.id.span(),
-                format!(
-                    "id {id:?} is already used by route[{other}] (domain {:?})",
-                    route.domain
-                ),
-            ));
-        }
-        if let Some((other, route)) = routes.iter().enumerate().find(|(_, r)| r.domain == domain) {
-            return Err(fail(
-                raw.domain.span(),
-                format!(
-                    "domain {domain:?} is already routed by route[{other}] (id {:?}); \
-                     one domain has one local target",
-                    route.id
-                ),
-            ));
-        }
-
-        routes.push(Route {
-            id: id.clone(),
-            domain,
-            target_host,
-            target_port,
-            enabled: raw.enabled.unwrap_or(true),
-        });
+        routes.push(route);
     }
     Ok(routes)
+}
+
+/// Why a route was refused: the field, and the sentence `watchtower.toml` would get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Validates one route to sit beside `others` (the rest of the table, in order), exactly as the
+/// config file's routes are validated; the admin API uses it too.
+pub fn check_route(
+    id: &str,
+    domain: &str,
+    target_host: &str,
+    target_port: i64,
+    enabled: bool,
+    others: &[Route],
+) -> Result<Route, RouteError> {
+    let fail = |field: &'static str, message: String| RouteError { field, message };
+    if id.trim().is_empty() {
+        return Err(fail("id", "id must not be empty".to_owned()));
+    }
+    let checked_domain = check_domain(domain)
+        .map_err(|problem| fail("domain", format!("domain {domain:?} {problem}")))?;
+    let checked_host = check_target_host(target_host).map_err(|problem| {
+        fail(
+            "target_host",
+            format!("target_host {target_host:?} {problem}"),
+        )
+    })?;
+    let port = match u16::try_from(target_port) {
+        Ok(port) if port != 0 => port,
+        _ => {
+            return Err(fail(
+                "target_port",
+                format!("target_port: {target_port} is not a usable port (1-65535)"),
+            ));
+        }
+    };
+    if let Some((other, route)) = others.iter().enumerate().find(|(_, r)| r.id == id) {
+        return Err(fail(
+            "id",
+            format!(
+                "id {id:?} is already used by route[{other}] (domain {:?})",
+                route.domain
+            ),
+        ));
+    }
+    if let Some((other, route)) = others
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.domain == checked_domain)
+    {
+        return Err(fail(
+            "domain",
+            format!(
+                "domain {checked_domain:?} is already routed by route[{other}] (id {:?}); \
+                 one domain has one local target",
+                route.id
+            ),
+        ));
+    }
+    Ok(Route {
+        id: id.to_owned(),
+        domain: checked_domain,
+        target_host: checked_host,
+        target_port: port,
+        enabled,
+    })
 }
 
 /// Checks a route domain and returns it lowercased without a trailing dot. The error text
@@ -1213,6 +1334,7 @@ enabled = false
                     upstream_header: Duration::from_secs(60),
                     idle: Duration::from_millis(250),
                 },
+                admin: Some("127.0.0.1:8889".parse().unwrap()),
                 upstream_proxy: None,
                 routes: vec![
                     Route {

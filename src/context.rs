@@ -12,9 +12,9 @@ use mio::Registry;
 use crate::apilog::LogSender;
 use crate::config::Timeouts;
 use crate::http::Via;
+use crate::live::LiveView;
 use crate::relay::BufPool;
 use crate::resolve::Resolver;
-use crate::route::RouteTable;
 use crate::session::UpstreamPool;
 use crate::timer::Timers;
 use crate::tls::WorkerCerts;
@@ -33,15 +33,12 @@ pub struct Ctx {
     pub registry: Registry,
     pub pool: BufPool,
     pub timers: Timers,
-    /// Shared by the workers, and so a phase can hold a route while it also uses the rest of
-    /// the context.
-    pub routes: Arc<RouteTable>,
+    /// The switch and the route table, as they are now (they change at run time).
+    pub live: LiveView,
     /// Minted leaf certificates, one `ServerConfig` per name.
     pub certs: WorkerCerts,
     /// How pass-through TLS connections verify real servers.
     pub tls_client: Arc<rustls::ClientConfig>,
-    /// The on/off switch for local routing (SPEC §1).
-    pub local_routing: bool,
     pub timeouts: Timeouts,
     pub resolver: Resolver,
     pub log: LogSender,

@@ -41,9 +41,10 @@ use crate::context::Ctx;
 use crate::dns::cache::Cache;
 use crate::dns::client::DnsClient;
 use crate::http::Via;
+use crate::live::Live;
 use crate::relay::BufPool;
 use crate::resolve::{CACHE_NAMES, Resolver, ResolverPool};
-use crate::route::{ListenerKind, RouteTable};
+use crate::route::ListenerKind;
 use crate::session::{self, CloseReason, Session, UpstreamPool};
 use crate::timer::Timers;
 use crate::tls::{self, CertStore, LocalCa, WorkerCerts};
@@ -157,6 +158,9 @@ pub struct Proxy {
     workers: Vec<WorkerParts>,
     addrs: Vec<(&'static str, SocketAddr)>,
     shutdown: Arc<Shutdown>,
+    live: Arc<Live>,
+    /// The local CA's certificate, PEM and DER.
+    ca: (String, Vec<u8>),
 }
 
 /// Everything a worker is made of that can cross to its thread.
@@ -169,9 +173,8 @@ struct WorkerParts {
     certs: WorkerCerts,
     resolver: Resolver,
     log: LogSender,
-    routes: Arc<RouteTable>,
+    live: Arc<Live>,
     tls_client: Arc<rustls::ClientConfig>,
-    local_routing: bool,
     timeouts: Timeouts,
     own_addrs: Vec<SocketAddr>,
     via: Via,
@@ -213,6 +216,7 @@ impl Proxy {
             Some(path) => tls::read_pem_certs(path).map_err(StartError::Ca)?,
             None => Vec::new(),
         };
+        let ca_certificate = (ca.cert_pem().to_owned(), ca.cert_der().to_vec());
         let certs = Arc::new(Mutex::new(
             CertStore::new(ca, CERT_CACHE_NAMES).map_err(StartError::Certs)?,
         ));
@@ -256,7 +260,7 @@ impl Proxy {
         let resolvers =
             ResolverPool::start().map_err(|e| StartError::Setup("resolver threads", e))?;
         let dns_cache = Arc::new(Mutex::new(Cache::new(CACHE_NAMES)));
-        let routes = Arc::new(RouteTable::new(&config.routes));
+        let live = Live::new(config.local_routing, config.routes.clone());
         let tls_client = tls::client_config(&extra_roots);
         let own_addrs: Vec<SocketAddr> = addrs.iter().map(|(_, addr)| *addr).collect();
         let via = Via::for_this_run();
@@ -299,9 +303,8 @@ impl Proxy {
                     Arc::clone(&dns_cache),
                 ),
                 log: log.clone(),
-                routes: Arc::clone(&routes),
+                live: Arc::clone(&live),
                 tls_client: Arc::clone(&tls_client),
-                local_routing: config.local_routing,
                 timeouts: config.timeouts,
                 own_addrs: own_addrs.clone(),
                 via: via.clone(),
@@ -315,7 +318,19 @@ impl Proxy {
             workers,
             addrs,
             shutdown,
+            live,
+            ca: ca_certificate,
         })
+    }
+
+    /// The switch and routes the loops read, for the admin API to change.
+    pub fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live)
+    }
+
+    /// The local CA's certificate as PEM and as DER.
+    pub fn ca_certificate(&self) -> (String, Vec<u8>) {
+        self.ca.clone()
     }
 
     /// The bound listeners: (config name, address).
@@ -404,10 +419,9 @@ impl Worker {
             registry,
             pool: BufPool::new(parts.max_buffers, KEEP_BUFFERS),
             timers: Timers::default(),
-            routes: parts.routes,
+            live: parts.live.view(),
             certs: parts.certs,
             tls_client: parts.tls_client,
-            local_routing: parts.local_routing,
             timeouts: parts.timeouts,
             resolver: parts.resolver,
             log: parts.log,

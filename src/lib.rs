@@ -31,6 +31,7 @@
 //! The only `unsafe` lives in [`sys`].
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod apilog;
 pub mod ca_command;
 pub mod config;
@@ -39,6 +40,7 @@ pub mod dns;
 pub mod event_loop;
 pub mod http;
 pub mod io;
+pub mod live;
 #[cfg(test)]
 mod mutation;
 pub mod relay;

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use watchtower::Config;
+use watchtower::admin::{self, AdminState};
 use watchtower::apilog::{LogOptions, LogWorker, stderr};
-use watchtower::event_loop::Proxy;
+use watchtower::event_loop::{Proxy, StartError};
 
 const USAGE: &str = "\
 Watchtower: a local developer proxy. Routes chosen domains to local builds,
@@ -138,7 +139,35 @@ fn run(args: &Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let listening: Vec<String> = proxy
+    let forward = proxy
+        .local_addrs()
+        .iter()
+        .find(|(name, _)| *name == "proxy")
+        .map(|(_, addr)| *addr)
+        .unwrap_or_else(|| std::net::SocketAddr::new(config.listen, config.proxy_port));
+    let admin = match config.admin {
+        Some(addr) => {
+            let (ca_pem, ca_der) = proxy.ca_certificate();
+            let state =
+                AdminState::new(proxy.live(), config.source.clone(), ca_pem, ca_der, forward);
+            match admin::start(addr, state) {
+                Ok(bound) => Some(bound),
+                Err(source) => {
+                    eprintln!(
+                        "watchtower: {}",
+                        StartError::Bind {
+                            name: "admin",
+                            addr,
+                            source
+                        }
+                    );
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        None => None,
+    };
+    let mut listening: Vec<String> = proxy
         .local_addrs()
         .iter()
         .map(|(name, addr)| {
@@ -150,6 +179,9 @@ fn run(args: &Args) -> ExitCode {
             format!("{name} {scheme}://{addr}")
         })
         .collect();
+    if let Some(addr) = admin {
+        listening.push(format!("admin http://{addr}/"));
+    }
     let enabled = config.routes.iter().filter(|r| r.enabled).count();
     let workers = proxy.workers();
     eprintln!(

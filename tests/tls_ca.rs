@@ -35,7 +35,7 @@ impl Setup {
         let reverse_tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let toml = format!(
             "[proxy]\nlisten = \"127.0.0.1\"\nproxy_port = {}\nreverse_https_port = {}\n\n\
-             [tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\n\n{}",
+             [tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\n\n[admin]\nenabled = false\n\n{}",
             proxy.port(),
             reverse_tls.port(),
             route("app", "app.example.test", backend_port)

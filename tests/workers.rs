@@ -87,7 +87,7 @@ fn a_second_instance_cannot_join_the_ports() {
     std::fs::write(
         dir.path().join("watchtower.toml"),
         format!(
-            "[proxy]\nproxy_port = {port}\nworkers = 2\n[tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\n"
+            "[proxy]\nproxy_port = {port}\nworkers = 2\n[tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\n[admin]\nenabled = false\n"
         ),
     )
     .unwrap();

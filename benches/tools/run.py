@@ -419,6 +419,9 @@ ca_key = "ca-key.pem"
 [timeouts]
 idle = 120
 
+[admin]
+port = {free_port()}
+
 [[route]]
 id = "bench"
 domain = "bench.test"

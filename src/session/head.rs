@@ -218,7 +218,7 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
     let is_connect = head.method == Method::Connect;
     // Both are reference-counted so the borrows below do not hold `conn` or `ctx`.
     let pin = conn.pin.clone();
-    let routes = Arc::clone(&ctx.routes);
+    let routes = Arc::clone(ctx.live.table());
     let authority = head.authority.map(|s| s.str_of(src)).unwrap_or("");
     let path: &[u8] = if head.path.is_empty() {
         b"/"
@@ -299,7 +299,7 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
             route: Some(p.route_id.as_str()),
             tls: false,
         },
-        None => match routes.decide(authority, ctx.local_routing, conn.listener) {
+        None => match routes.decide(authority, ctx.live.routing(), conn.listener) {
             Decision::Local(r) => Target {
                 host: &r.target_host,
                 port: r.target_port,

@@ -113,6 +113,8 @@ pub struct Watchtower {
     pub proxy: SocketAddr,
     pub reverse: Option<SocketAddr>,
     pub reverse_tls: Option<SocketAddr>,
+    /// The admin API.
+    pub admin: SocketAddr,
     pub dir: TempDir,
     pub config_path: PathBuf,
     stderr: Arc<(Mutex<Vec<String>>, Condvar)>,
@@ -141,9 +143,9 @@ impl Watchtower {
 
     fn try_start(opts: &Opts) -> Result<Watchtower, String> {
         let dir = TempDir::new("wt");
-        // Three different ports: the system may hand the same free port out twice in a row.
+        // Four different ports: the system may hand the same free port out twice in a row.
         let mut ports = Vec::new();
-        while ports.len() < 3 {
+        while ports.len() < 4 {
             let port = free_port();
             if !ports.contains(&port) {
                 ports.push(port);
@@ -152,6 +154,7 @@ impl Watchtower {
         let proxy_port = ports[0];
         let reverse_port = opts.reverse_http.then_some(ports[1]);
         let reverse_tls_port = opts.reverse_https.then_some(ports[2]);
+        let admin_port = ports[3];
         let mut toml = format!(
             "[proxy]\nlisten = \"127.0.0.1\"\nproxy_port = {proxy_port}\nlocal_routing = {}\n",
             opts.local_routing
@@ -179,6 +182,7 @@ impl Watchtower {
         if !opts.timeouts.is_empty() {
             toml += &format!("\n[timeouts]\n{}\n", opts.timeouts);
         }
+        toml += &format!("\n[admin]\nport = {admin_port}\n");
         toml += "\n";
         toml += &opts.routes;
         let config_path = dir.path().join("watchtower.toml");
@@ -215,6 +219,7 @@ impl Watchtower {
             proxy: SocketAddr::from(([127, 0, 0, 1], proxy_port)),
             reverse: reverse_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
             reverse_tls: reverse_tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             dir,
             config_path,
             stderr,

@@ -1,0 +1,776 @@
+//! The admin API: the local-routing switch and the routes, changed while Watchtower runs and
+//! written back to `watchtower.toml`; the CA certificate for devices to download; a PAC file;
+//! a health check.
+//!
+//! It listens on loopback only (`[admin]`, default 127.0.0.1:8889) and runs on its own thread,
+//! one short-lived thread per connection (at most [`MAX_CONNECTIONS`]), with blocking sockets and
+//! deadlines: admin calls are rare, and keeping them off the event loops keeps the proxy's
+//! request path free of them. Changes reach the loops through [`Live`] at once; connections
+//! already open keep going.
+//!
+//! It is a control surface for the machine's user, and web pages the user visits must not be
+//! able to drive it: a request whose `Host` is not the admin address itself (DNS rebinding) or
+//! whose `Origin` is another site is refused with 403, and state-changing calls require a JSON
+//! body (`Content-Type: application/json`), which a cross-site form cannot send without a
+//! CORS preflight that is never granted.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /healthz` | `{"status":"ok"}` |
+//! | `GET /api/routing`, `PUT /api/routing` | the switch: `{"enabled": true}` |
+//! | `GET /api/routes`, `POST /api/routes` | the routes (SPEC §5 LocalRoute objects); add one |
+//! | `PUT /api/routes/{id}`, `DELETE /api/routes/{id}` | replace or remove one |
+//! | `GET /ca.pem`, `GET /ca.crt` | the CA certificate, PEM or DER (for phones) |
+//! | `GET /proxy.pac` | a PAC file sending everything through the forward port |
+//!
+//! Errors are JSON: `{"error": "...", "field": "domain"}`, with the same sentences the config
+//! file gets for the same mistakes.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::config::{self, Route, RouteError};
+use crate::http::{self, BodyKind, Method};
+use crate::live::Live;
+
+/// Admin connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Largest request head or body accepted.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// A client must send each part of its request within this.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the admin API works on.
+pub struct AdminState {
+    pub live: Arc<Live>,
+    /// Where changes are written back; `None` on built-in defaults (changes live only).
+    pub config_path: Option<PathBuf>,
+    pub ca_pem: String,
+    pub ca_der: Vec<u8>,
+    /// The forward proxy's address, for the PAC file.
+    pub proxy_addr: SocketAddr,
+    /// Serializes changes: validate, write the file, apply.
+    writer: Mutex<()>,
+    /// The address clients must name in `Host`.
+    addr: SocketAddr,
+    open: AtomicUsize,
+}
+
+impl AdminState {
+    pub fn new(
+        live: Arc<Live>,
+        config_path: Option<PathBuf>,
+        ca_pem: String,
+        ca_der: Vec<u8>,
+        proxy_addr: SocketAddr,
+    ) -> AdminState {
+        AdminState {
+            live,
+            config_path,
+            ca_pem,
+            ca_der,
+            proxy_addr,
+            writer: Mutex::new(()),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            open: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Binds `addr` and serves the admin API on a thread of its own; returns the bound address.
+pub fn start(addr: SocketAddr, mut state: AdminState) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    state.addr = bound;
+    let state = Arc::new(state);
+    thread::Builder::new()
+        .name("watchtower-admin".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                if state.open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    state.open.fetch_sub(1, Ordering::SeqCst);
+                    let _ = respond(
+                        &mut &conn,
+                        503,
+                        &json!({"error": "too many admin connections"}),
+                        false,
+                    );
+                    continue;
+                }
+                let state = Arc::clone(&state);
+                let spawned = thread::Builder::new()
+                    .name("watchtower-admin-conn".into())
+                    .spawn(move || {
+                        serve(conn, &state);
+                        state.open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if let Err(e) = spawned {
+                    log::warn!("admin API: cannot start a connection thread: {e}");
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+/// A response: status, content type, body.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &Value) -> Reply {
+        let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+        body.push(b'\n');
+        Reply {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    fn error(status: u16, message: impl Into<String>) -> Reply {
+        Reply::json(status, &json!({ "error": message.into() }))
+    }
+
+    fn route_error(e: &RouteError) -> Reply {
+        let status = if e.message.contains("already") {
+            409
+        } else {
+            400
+        };
+        Reply::json(status, &json!({ "error": e.message, "field": e.field }))
+    }
+}
+
+fn serve(conn: TcpStream, state: &AdminState) {
+    let _ = conn.set_read_timeout(Some(READ_TIMEOUT));
+    let _ = conn.set_write_timeout(Some(READ_TIMEOUT));
+    let mut input: Vec<u8> = Vec::new();
+    let mut stream = &conn;
+    loop {
+        let head = loop {
+            match http::parse_request(&input) {
+                Ok(Some(head)) => break head,
+                Ok(None) if input.len() < MAX_REQUEST_BYTES => {}
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = respond(
+                        &mut stream,
+                        e.status(),
+                        &json!({"error": e.to_string()}),
+                        false,
+                    );
+                    return;
+                }
+            }
+            if !read_more(&mut stream, &mut input) {
+                return;
+            }
+        };
+        let body_len = match head.body {
+            BodyKind::None | BodyKind::UntilClose => 0,
+            BodyKind::Length(n) if n <= MAX_REQUEST_BYTES as u64 => n as usize,
+            BodyKind::Length(_) => {
+                let _ = respond(&mut stream, 413, &json!({"error": "body too large"}), false);
+                return;
+            }
+            BodyKind::Chunked => {
+                let _ = respond(
+                    &mut stream,
+                    411,
+                    &json!({"error": "send the body with Content-Length"}),
+                    false,
+                );
+                return;
+            }
+        };
+        while input.len() < head.head_len + body_len {
+            if !read_more(&mut stream, &mut input) {
+                return;
+            }
+        }
+        let request = Request {
+            method: head.method,
+            method_text: String::from_utf8_lossy(head.method_span.of(&input)).into_owned(),
+            path: String::from_utf8_lossy(head.path.of(&input)).into_owned(),
+            host: head
+                .host_header
+                .map(|h| String::from_utf8_lossy(h.of(&input)).into_owned()),
+            head: input[..head.head_len].to_vec(),
+            body: input[head.head_len..head.head_len + body_len].to_vec(),
+        };
+        let keep_alive = head.keep_alive;
+        input.drain(..head.head_len + body_len);
+        let reply = handle(&request, state);
+        if write_reply(&mut stream, &reply, keep_alive).is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+fn read_more(stream: &mut &TcpStream, input: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 8192];
+    match stream.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            input.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+struct Request {
+    method: Method,
+    method_text: String,
+    path: String,
+    host: Option<String>,
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.head);
+        text.split("\r\n").skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+fn handle(req: &Request, state: &AdminState) -> Reply {
+    if let Some(refusal) = check_origin(req, state.addr) {
+        return refusal;
+    }
+    let changes = matches!(req.method, Method::Post | Method::Put | Method::Delete);
+    if changes && !req.body.is_empty() {
+        let json = req.header("content-type").is_some_and(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+        if !json {
+            return Reply::error(415, "send the body as Content-Type: application/json");
+        }
+    }
+    let path = req.path.split('?').next().unwrap_or("");
+    match (req.method, path) {
+        (Method::Get | Method::Head, "/healthz") => Reply::json(200, &json!({"status": "ok"})),
+        (Method::Get, "/api/routing") => routing_reply(state),
+        (Method::Put, "/api/routing") => set_routing(req, state),
+        (Method::Get, "/api/routes") => Reply::json(200, &routes_json(&state.live.routes())),
+        (Method::Post, "/api/routes") => add_route(req, state),
+        (Method::Put, p) if p.starts_with("/api/routes/") => {
+            replace_route(req, state, &p["/api/routes/".len()..])
+        }
+        (Method::Delete, p) if p.starts_with("/api/routes/") => {
+            delete_route(state, &p["/api/routes/".len()..])
+        }
+        (Method::Get, "/ca.pem") => Reply {
+            status: 200,
+            content_type: "application/x-pem-file",
+            body: state.ca_pem.clone().into_bytes(),
+        },
+        (Method::Get, "/ca.crt") => Reply {
+            status: 200,
+            content_type: "application/x-x509-ca-cert",
+            body: state.ca_der.clone(),
+        },
+        (Method::Get, "/proxy.pac") => Reply {
+            status: 200,
+            content_type: "application/x-ns-proxy-autoconfig",
+            body: format!(
+                "function FindProxyForURL(url, host) {{\n  return \"PROXY {}\";\n}}\n",
+                state.proxy_addr
+            )
+            .into_bytes(),
+        },
+        (_, "/healthz" | "/api/routing" | "/api/routes" | "/ca.pem" | "/ca.crt" | "/proxy.pac") => {
+            Reply::error(405, format!("{} is not allowed on {path}", req.method_text))
+        }
+        (_, p) if p.starts_with("/api/routes/") => {
+            Reply::error(405, format!("{} is not allowed on {path}", req.method_text))
+        }
+        _ => Reply::error(404, format!("no such endpoint: {path}")),
+    }
+}
+
+/// DNS-rebinding and cross-site protection: the `Host` must name the admin address itself, and
+/// an `Origin`, when present, must be that same address.
+fn check_origin(req: &Request, addr: SocketAddr) -> Option<Reply> {
+    let port = addr.port();
+    let ours = |authority: &str| {
+        [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+            addr.to_string(),
+        ]
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(authority))
+    };
+    match &req.host {
+        Some(host) if ours(host) => {}
+        Some(host) => {
+            return Some(Reply::error(
+                403,
+                format!("Host {host:?} is not this admin API's address ({addr})"),
+            ));
+        }
+        None => {
+            return Some(Reply::error(
+                403,
+                "a Host header naming the admin address is required",
+            ));
+        }
+    }
+    if let Some(origin) = req.header("origin") {
+        let same = origin
+            .strip_prefix("http://")
+            .is_some_and(|authority| ours(authority.trim_end_matches('/')));
+        if !same {
+            return Some(Reply::error(
+                403,
+                format!("requests from {origin} may not use the admin API"),
+            ));
+        }
+    }
+    None
+}
+
+fn routing_reply(state: &AdminState) -> Reply {
+    Reply::json(200, &json!({ "enabled": state.live.routing() }))
+}
+
+fn set_routing(req: &Request, state: &AdminState) -> Reply {
+    let enabled = match serde_json::from_slice::<Value>(&req.body) {
+        Ok(v) => match v.get("enabled").and_then(Value::as_bool) {
+            Some(b) => b,
+            None => {
+                return Reply::json(
+                    400,
+                    &json!({"error": "expected {\"enabled\": true} or {\"enabled\": false}", "field": "enabled"}),
+                );
+            }
+        },
+        Err(e) => return Reply::error(400, format!("the body is not JSON: {e}")),
+    };
+    let _guard = state.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(e) = persist(state, Some(enabled), None) {
+        return Reply::error(500, e);
+    }
+    state.live.set_routing(enabled);
+    log::info!(
+        "local routing switched {} (admin API)",
+        if enabled { "on" } else { "off" }
+    );
+    routing_reply(state)
+}
+
+/// The fields of a route in a request body.
+fn route_fields(
+    body: &[u8],
+    id_from_path: Option<&str>,
+) -> Result<(String, String, String, i64, bool), Reply> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Reply::error(400, format!("the body is not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(Reply::error(400, "the body must be a JSON object"));
+    }
+    let text = |field: &'static str| -> Result<String, Reply> {
+        match v.get(field) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(Reply::json(
+                400,
+                &json!({"error": format!("{field} must be a string"), "field": field}),
+            )),
+            None => Err(Reply::json(
+                400,
+                &json!({"error": format!("{field} is required"), "field": field}),
+            )),
+        }
+    };
+    let id = match (id_from_path, v.get("id")) {
+        (Some(path_id), Some(Value::String(body_id))) if body_id != path_id => {
+            return Err(Reply::json(
+                400,
+                &json!({"error": format!("id {body_id:?} in the body differs from {path_id:?} in the path"), "field": "id"}),
+            ));
+        }
+        (Some(path_id), _) => path_id.to_owned(),
+        (None, _) => text("id")?,
+    };
+    let target_port = match v.get("target_port") {
+        Some(p) => p.as_i64().ok_or_else(|| {
+            Reply::json(
+                400,
+                &json!({"error": "target_port must be an integer", "field": "target_port"}),
+            )
+        })?,
+        None => {
+            return Err(Reply::json(
+                400,
+                &json!({"error": "target_port is required", "field": "target_port"}),
+            ));
+        }
+    };
+    let enabled = match v.get("enabled") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(Reply::json(
+                400,
+                &json!({"error": "enabled must be true or false", "field": "enabled"}),
+            ));
+        }
+    };
+    for key in v
+        .as_object()
+        .map(|o| o.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        if !["id", "domain", "target_host", "target_port", "enabled"].contains(&key.as_str()) {
+            return Err(Reply::json(
+                400,
+                &json!({"error": format!("unknown field {key:?}"), "field": key}),
+            ));
+        }
+    }
+    Ok((
+        id,
+        text("domain")?,
+        text("target_host")?,
+        target_port,
+        enabled,
+    ))
+}
+
+fn add_route(req: &Request, state: &AdminState) -> Reply {
+    let (id, domain, host, port, enabled) = match route_fields(&req.body, None) {
+        Ok(f) => f,
+        Err(reply) => return reply,
+    };
+    let _guard = state.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut routes = state.live.routes().to_vec();
+    let route = match config::check_route(&id, &domain, &host, port, enabled, &routes) {
+        Ok(r) => r,
+        Err(e) => return Reply::route_error(&e),
+    };
+    routes.push(route.clone());
+    apply_routes(state, routes, 201, &route)
+}
+
+fn replace_route(req: &Request, state: &AdminState, id: &str) -> Reply {
+    let id = percent_decode(id);
+    let (id, domain, host, port, enabled) = match route_fields(&req.body, Some(&id)) {
+        Ok(f) => f,
+        Err(reply) => return reply,
+    };
+    let _guard = state.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut routes = state.live.routes().to_vec();
+    let Some(at) = routes.iter().position(|r| r.id == id) else {
+        return Reply::error(404, format!("no route with id {id:?}"));
+    };
+    let mut others = routes.clone();
+    others.remove(at);
+    let route = match config::check_route(&id, &domain, &host, port, enabled, &others) {
+        Ok(r) => r,
+        Err(e) => return Reply::route_error(&e),
+    };
+    routes[at] = route.clone();
+    apply_routes(state, routes, 200, &route)
+}
+
+fn delete_route(state: &AdminState, id: &str) -> Reply {
+    let id = percent_decode(id);
+    let _guard = state.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut routes = state.live.routes().to_vec();
+    let Some(at) = routes.iter().position(|r| r.id == id) else {
+        return Reply::error(404, format!("no route with id {id:?}"));
+    };
+    routes.remove(at);
+    if let Err(e) = persist(state, None, Some(&routes)) {
+        return Reply::error(500, e);
+    }
+    state.live.set_routes(routes);
+    log::info!("route {id:?} removed (admin API)");
+    Reply {
+        status: 204,
+        content_type: "application/json",
+        body: Vec::new(),
+    }
+}
+
+/// Writes `routes` to the file, then makes them live; answers with `route`.
+fn apply_routes(state: &AdminState, routes: Vec<Route>, status: u16, route: &Route) -> Reply {
+    if let Err(e) = persist(state, None, Some(&routes)) {
+        return Reply::error(500, e);
+    }
+    state.live.set_routes(routes);
+    log::info!("route {:?} saved (admin API)", route.id);
+    Reply::json(status, &route_json(route))
+}
+
+fn route_json(r: &Route) -> Value {
+    json!({
+        "id": r.id,
+        "domain": r.domain,
+        "target_host": r.target_host,
+        "target_port": r.target_port,
+        "enabled": r.enabled,
+    })
+}
+
+fn routes_json(routes: &[Route]) -> Value {
+    Value::Array(routes.iter().map(route_json).collect())
+}
+
+/// Writes the switch and/or the routes into the config file, keeping everything else (comments,
+/// order, other keys) as the user wrote it: a temporary file beside it, then a rename, so a
+/// reader never sees half a file.
+fn persist(
+    state: &AdminState,
+    routing: Option<bool>,
+    routes: Option<&[Route]>,
+) -> Result<(), String> {
+    let Some(path) = &state.config_path else {
+        return Ok(()); // built-in defaults: nothing to write to
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let updated = config_edit::apply(&text, routing, routes)
+        .map_err(|e| format!("cannot update {}: {e}", path.display()))?;
+    write_atomically(path, &updated).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let _ = std::fs::set_permissions(&temp, meta.permissions());
+        }
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn write_reply(stream: &mut &TcpStream, reply: &Reply, keep_alive: bool) -> io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: {}\r\n\r\n",
+        reply.status,
+        reason(reply.status),
+        reply.content_type,
+        reply.body.len(),
+        if keep_alive { "keep-alive" } else { "close" }
+    )
+    .into_bytes();
+    out.extend_from_slice(&reply.body);
+    stream.write_all(&out)
+}
+
+fn respond(stream: &mut &TcpStream, status: u16, body: &Value, keep_alive: bool) -> io::Result<()> {
+    write_reply(stream, &Reply::json(status, body), keep_alive)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// Editing `watchtower.toml` in place with toml_edit, so comments and layout survive.
+mod config_edit {
+    use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
+
+    use crate::config::Route;
+
+    /// `text` with `[proxy] local_routing` and/or the `[[route]]` tables replaced.
+    pub fn apply(
+        text: &str,
+        routing: Option<bool>,
+        routes: Option<&[Route]>,
+    ) -> Result<String, String> {
+        let mut doc: DocumentMut = text
+            .parse()
+            .map_err(|e: toml_edit::TomlError| e.to_string())?;
+        if let Some(on) = routing {
+            let proxy = doc
+                .entry("proxy")
+                .or_insert(Item::Table(Table::new()))
+                .as_table_mut()
+                .ok_or("[proxy] is not a table")?;
+            set(proxy, "local_routing", on.into());
+        }
+        if let Some(routes) = routes {
+            let existing = doc
+                .get("route")
+                .and_then(Item::as_array_of_tables)
+                .cloned()
+                .unwrap_or_default();
+            let mut tables = ArrayOfTables::new();
+            for route in routes {
+                // Keep the table the user wrote for this id (its comments, its key order).
+                let mut table = existing
+                    .iter()
+                    .find(|t| t.get("id").and_then(Item::as_str) == Some(route.id.as_str()))
+                    .cloned()
+                    .unwrap_or_default();
+                set(&mut table, "id", route.id.as_str().into());
+                set(&mut table, "domain", route.domain.as_str().into());
+                set(&mut table, "target_host", route.target_host.as_str().into());
+                set(
+                    &mut table,
+                    "target_port",
+                    i64::from(route.target_port).into(),
+                );
+                // `enabled` defaults to true: left out when the user left it out.
+                if !route.enabled || table.contains_key("enabled") {
+                    set(&mut table, "enabled", route.enabled.into());
+                }
+                tables.push(table);
+            }
+            if tables.is_empty() {
+                doc.remove("route");
+            } else {
+                doc["route"] = Item::ArrayOfTables(tables);
+            }
+        }
+        Ok(doc.to_string())
+    }
+
+    /// Sets `key` to `new`, keeping the comment and spacing around the old value.
+    fn set(table: &mut Table, key: &str, new: Value) {
+        match table.get_mut(key).and_then(Item::as_value_mut) {
+            Some(old) => {
+                let decor = old.decor().clone();
+                *old = new;
+                *old.decor_mut() = decor;
+            }
+            None => table[key] = Item::Value(new),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn route(id: &str, domain: &str, port: u16, enabled: bool) -> Route {
+            Route {
+                id: id.into(),
+                domain: domain.into(),
+                target_host: "127.0.0.1".into(),
+                target_port: port,
+                enabled,
+            }
+        }
+
+        const FILE: &str = "# my proxy\n[proxy]\nproxy_port = 8888 # the port\nlocal_routing = true\n\n# the web app\n[[route]]\nid = \"web\" # main\ndomain = \"app.test\"\ntarget_host = \"127.0.0.1\"\ntarget_port = 3100\n\n[[route]]\nid = \"old\"\ndomain = \"old.test\"\ntarget_host = \"127.0.0.1\"\ntarget_port = 3200\n";
+
+        #[test]
+        fn edits_keep_comments_and_layout() {
+            let out = apply(
+                FILE,
+                Some(false),
+                Some(&[
+                    route("web", "app.test", 3101, false),
+                    route("new", "new.test", 4000, true),
+                ]),
+            )
+            .unwrap();
+            assert!(
+                out.starts_with("# my proxy\n[proxy]\nproxy_port = 8888 # the port\n"),
+                "{out}"
+            );
+            assert!(out.contains("local_routing = false"), "{out}");
+            assert!(
+                out.contains("# the web app\n[[route]]\nid = \"web\" # main\n"),
+                "{out}"
+            );
+            assert!(out.contains("target_port = 3101"), "{out}");
+            assert!(!out.contains("old.test"), "{out}");
+            assert!(out.contains("id = \"new\""), "{out}");
+            let config =
+                crate::config::Config::from_toml_str(&out, std::path::Path::new("/x"), "t")
+                    .unwrap();
+            assert!(!config.local_routing);
+            assert_eq!(
+                config.routes,
+                [
+                    route("web", "app.test", 3101, false),
+                    route("new", "new.test", 4000, true)
+                ]
+            );
+        }
+
+        #[test]
+        fn no_routes_left_removes_the_tables() {
+            let out = apply(FILE, None, Some(&[])).unwrap();
+            assert!(!out.contains("[[route]]"), "{out}");
+            let config =
+                crate::config::Config::from_toml_str(&out, std::path::Path::new("/x"), "t")
+                    .unwrap();
+            assert!(config.routes.is_empty());
+        }
+    }
+}

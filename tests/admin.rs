@@ -1,0 +1,285 @@
+//! The admin API: the switch and the routes change at once for new requests, without dropping
+//! open connections, and are written back to watchtower.toml; validation errors name the field;
+//! Host/Origin checks; the CA and PAC downloads.
+
+mod common;
+
+use std::io::{BufReader, Write};
+
+use common::*;
+
+/// Sends `method path` with a JSON `body` (if any) to the admin API, as a same-origin client.
+fn admin(w: &Watchtower, method: &str, path: &str, body: Option<&str>) -> Response {
+    admin_with(w, method, path, body, &[])
+}
+
+fn admin_with(
+    w: &Watchtower,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Response {
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request += &format!("Host: {}\r\n", w.admin);
+    }
+    for (name, value) in headers {
+        request += &format!("{name}: {value}\r\n");
+    }
+    match body {
+        Some(body) => {
+            if !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            {
+                request += "Content-Type: application/json\r\n";
+            }
+            request += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+        }
+        None => request += "\r\n",
+    }
+    roundtrip(w.admin, &request)
+}
+
+fn get_via_proxy(w: &Watchtower, host: &str) -> Response {
+    roundtrip(
+        w.proxy,
+        &format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    )
+}
+
+fn json(resp: &Response) -> serde_json::Value {
+    serde_json::from_str(&resp.body_text()).unwrap_or_else(|e| panic!("{e}: {}", resp.body_text()))
+}
+
+#[test]
+fn the_switch_applies_at_once_keeps_open_tunnels_and_is_written_back() {
+    let app = Backend::named("app");
+    let echo = RawBackend::start();
+    let w = Watchtower::with_routes(route("app", "app.test", app.port()));
+    assert_eq!(
+        json(&admin(&w, "GET", "/api/routing", None))["enabled"],
+        true
+    );
+    assert_eq!(get_via_proxy(&w, "app.test").body_text(), "app GET /");
+
+    // A tunnel opened before the switch flips keeps carrying bytes after it.
+    let mut c = w.connect_proxy();
+    c.write_all(connect_request(&format!("127.0.0.1:{}", echo.port())).as_bytes())
+        .unwrap();
+    let mut up = echo.accept();
+    let established = read_head(&mut BufReader::new(c.try_clone().unwrap())).unwrap();
+    assert_eq!(established.0, 200);
+
+    let off = admin(&w, "PUT", "/api/routing", Some(r#"{"enabled": false}"#));
+    assert_eq!(
+        (off.status, json(&off)["enabled"].clone()),
+        (200, false.into())
+    );
+    // Off: app.test passes through to the real (unresolvable) app.test.
+    let resp = get_via_proxy(&w, "app.test");
+    assert_eq!(resp.status, 502, "{}", resp.body_text());
+    pass_bytes(&mut c, &mut up, b"still open");
+    pass_bytes(&mut up, &mut c, b"both ways");
+
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    assert!(text.contains("local_routing = false"), "{text}");
+    assert_eq!(
+        json(&admin(&w, "GET", "/api/routing", None))["enabled"],
+        false
+    );
+    admin(&w, "PUT", "/api/routing", Some(r#"{"enabled": true}"#));
+    assert_eq!(get_via_proxy(&w, "app.test").body_text(), "app GET /");
+}
+
+#[test]
+fn routes_are_added_changed_and_removed_with_the_config_files_validation() {
+    let one = Backend::named("one");
+    let two = Backend::named("two");
+    let w = Watchtower::with_routes(route("app", "app.test", one.port()));
+    // Comments in the file survive the edits.
+    let mut text = std::fs::read_to_string(&w.config_path).unwrap();
+    text = text.replace("[[route]]", "# my app, keep me\n[[route]]");
+    std::fs::write(&w.config_path, &text).unwrap();
+
+    let body = format!(
+        r#"{{"id": "api", "domain": "API.test", "target_host": "127.0.0.1", "target_port": {}}}"#,
+        two.port()
+    );
+    let created = admin(&w, "POST", "/api/routes", Some(&body));
+    assert_eq!(created.status, 201, "{}", created.body_text());
+    assert_eq!(json(&created)["domain"], "api.test");
+    assert_eq!(json(&created)["enabled"], true);
+    assert_eq!(get_via_proxy(&w, "api.test").body_text(), "two GET /");
+
+    // The config file's messages, with the field named.
+    let dup = admin(
+        &w,
+        "POST",
+        "/api/routes",
+        Some(&body.replace("\"api\"", "\"api2\"")),
+    );
+    assert_eq!(dup.status, 409);
+    assert_eq!(json(&dup)["field"], "domain");
+    assert!(
+        json(&dup)["error"]
+            .as_str()
+            .unwrap()
+            .contains("is already routed by")
+    );
+    let bad = admin(
+        &w,
+        "POST",
+        "/api/routes",
+        Some(r#"{"id": "x", "domain": "a.*.test", "target_host": "127.0.0.1", "target_port": 1}"#),
+    );
+    assert_eq!(
+        (bad.status, json(&bad)["field"].clone()),
+        (400, "domain".into())
+    );
+    let port = admin(
+        &w,
+        "POST",
+        "/api/routes",
+        Some(
+            r#"{"id": "x", "domain": "x.test", "target_host": "127.0.0.1", "target_port": 70000}"#,
+        ),
+    );
+    assert_eq!(
+        (port.status, json(&port)["field"].clone()),
+        (400, "target_port".into())
+    );
+    let missing = admin(&w, "POST", "/api/routes", Some(r#"{"id": "x"}"#));
+    assert_eq!(missing.status, 400);
+
+    // Point app.test at the second backend, then remove it.
+    let changed = admin(
+        &w,
+        "PUT",
+        "/api/routes/app",
+        Some(&format!(
+            r#"{{"domain": "app.test", "target_host": "127.0.0.1", "target_port": {}, "enabled": true}}"#,
+            two.port()
+        )),
+    );
+    assert_eq!(changed.status, 200, "{}", changed.body_text());
+    assert_eq!(get_via_proxy(&w, "app.test").body_text(), "two GET /");
+    assert_eq!(admin(&w, "DELETE", "/api/routes/app", None).status, 204);
+    assert_eq!(admin(&w, "DELETE", "/api/routes/app", None).status, 404);
+    assert_eq!(
+        get_via_proxy(&w, "app.test").status,
+        502,
+        "app.test still routed"
+    );
+    let listed = json(&admin(&w, "GET", "/api/routes", None));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["id"], "api");
+
+    // What a restart would read: the file has the change, and the untouched comment.
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    let out = run_cli(
+        w.dir.path(),
+        &["check", "--config", w.config_path.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text);
+    let described = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        described.contains("api.test") && !described.contains("app.test"),
+        "{described}"
+    );
+    assert!(
+        !text.contains("# my app, keep me"),
+        "the comment of a deleted route stays: {text}"
+    );
+}
+
+#[test]
+fn comments_and_layout_survive_an_edit() {
+    let one = Backend::named("one");
+    let w = Watchtower::with_routes(route("app", "app.test", one.port()));
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    let commented = text
+        .replace("[[route]]", "# the web app\n[[route]]")
+        .replace("[tls]", "# where the CA lives\n[tls]");
+    std::fs::write(&w.config_path, &commented).unwrap();
+    let resp = admin(
+        &w,
+        "PUT",
+        "/api/routes/app",
+        Some(&format!(
+            r#"{{"domain": "app.test", "target_host": "127.0.0.1", "target_port": {}, "enabled": false}}"#,
+            one.port()
+        )),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    let after = std::fs::read_to_string(&w.config_path).unwrap();
+    assert!(after.contains("# the web app\n[[route]]"), "{after}");
+    assert!(after.contains("# where the CA lives\n[tls]"), "{after}");
+    assert!(after.contains("enabled = false"), "{after}");
+}
+
+#[test]
+fn requests_from_other_sites_or_names_are_refused() {
+    let w = Watchtower::with_routes(String::new());
+    let rebinding = admin_with(
+        &w,
+        "GET",
+        "/api/routes",
+        None,
+        &[("Host", "evil.test:8889")],
+    );
+    assert_eq!(rebinding.status, 403);
+    let cross_site = admin_with(
+        &w,
+        "PUT",
+        "/api/routing",
+        Some(r#"{"enabled": false}"#),
+        &[("Origin", "https://evil.test")],
+    );
+    assert_eq!(cross_site.status, 403);
+    let form = admin_with(
+        &w,
+        "PUT",
+        "/api/routing",
+        Some("enabled=false"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(form.status, 415);
+    assert_eq!(
+        json(&admin(&w, "GET", "/api/routing", None))["enabled"],
+        true
+    );
+    // The same origin, and localhost by name, are fine.
+    let origin = format!("http://{}", w.admin);
+    let same = admin_with(&w, "GET", "/api/routing", None, &[("Origin", &origin)]);
+    assert_eq!(same.status, 200);
+    let by_name = format!("localhost:{}", w.admin.port());
+    let named = admin_with(&w, "GET", "/healthz", None, &[("Host", &by_name)]);
+    assert_eq!(
+        (named.status, json(&named)["status"].clone()),
+        (200, "ok".into())
+    );
+    assert_eq!(admin(&w, "GET", "/nope", None).status, 404);
+    assert_eq!(admin(&w, "DELETE", "/api/routing", None).status, 405);
+}
+
+#[test]
+fn the_ca_and_a_pac_file_can_be_downloaded() {
+    let w = Watchtower::with_routes(String::new());
+    let pem = admin(&w, "GET", "/ca.pem", None);
+    assert_eq!(pem.status, 200);
+    assert_eq!(pem.body_text(), w.ca_pem());
+    let der = admin(&w, "GET", "/ca.crt", None);
+    assert_eq!(
+        der.header("content-type"),
+        Some("application/x-x509-ca-cert")
+    );
+    assert_eq!(der.body[0], 0x30, "DER starts with a SEQUENCE");
+    let pac = admin(&w, "GET", "/proxy.pac", None);
+    assert!(
+        pac.body_text().contains(&format!("PROXY {}", w.proxy)),
+        "{}",
+        pac.body_text()
+    );
+}
