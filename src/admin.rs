@@ -29,8 +29,8 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -56,8 +56,6 @@ pub struct AdminState {
     pub ca_der: Vec<u8>,
     /// The forward proxy's address, for the PAC file.
     pub proxy_addr: SocketAddr,
-    /// Serializes changes: validate, write the file, apply.
-    writer: Mutex<()>,
     /// The address clients must name in `Host`.
     addr: SocketAddr,
     open: AtomicUsize,
@@ -77,7 +75,6 @@ impl AdminState {
             ca_pem,
             ca_der,
             proxy_addr,
-            writer: Mutex::new(()),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             open: AtomicUsize::new(0),
         }
@@ -369,7 +366,7 @@ fn set_routing(req: &Request, state: &AdminState) -> Reply {
         },
         Err(e) => return Reply::error(400, format!("the body is not JSON: {e}")),
     };
-    let _guard = state.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let _guard = state.live.edit_lock();
     if let Err(e) = persist(state, Some(enabled), None) {
         return Reply::error(500, e);
     }
@@ -464,7 +461,7 @@ fn add_route(req: &Request, state: &AdminState) -> Reply {
         Ok(f) => f,
         Err(reply) => return reply,
     };
-    let _guard = state.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let _guard = state.live.edit_lock();
     let mut routes = state.live.routes().to_vec();
     let route = match config::check_route(&id, &domain, &host, port, enabled, &routes) {
         Ok(r) => r,
@@ -480,7 +477,7 @@ fn replace_route(req: &Request, state: &AdminState, id: &str) -> Reply {
         Ok(f) => f,
         Err(reply) => return reply,
     };
-    let _guard = state.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let _guard = state.live.edit_lock();
     let mut routes = state.live.routes().to_vec();
     let Some(at) = routes.iter().position(|r| r.id == id) else {
         return Reply::error(404, format!("no route with id {id:?}"));
@@ -497,7 +494,7 @@ fn replace_route(req: &Request, state: &AdminState, id: &str) -> Reply {
 
 fn delete_route(state: &AdminState, id: &str) -> Reply {
     let id = percent_decode(id);
-    let _guard = state.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let _guard = state.live.edit_lock();
     let mut routes = state.live.routes().to_vec();
     let Some(at) = routes.iter().position(|r| r.id == id) else {
         return Reply::error(404, format!("no route with id {id:?}"));

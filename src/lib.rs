@@ -44,6 +44,7 @@ pub mod live;
 #[cfg(test)]
 mod mutation;
 pub mod relay;
+pub mod reload;
 pub mod resolve;
 pub mod route;
 pub mod session;

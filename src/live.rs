@@ -8,7 +8,7 @@
 //! table. A request already routed keeps going where it was sent; new requests see the change.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::config::Route;
 use crate::route::RouteTable;
@@ -24,6 +24,9 @@ pub struct Live {
     routing: AtomicBool,
     version: AtomicU64,
     routes: RwLock<Routes>,
+    /// Held by whoever changes the settings (the admin API, a reload) from reading them to
+    /// writing the file and applying, so two changes never interleave.
+    editing: Mutex<()>,
 }
 
 impl Live {
@@ -36,7 +39,13 @@ impl Live {
                 list: routes.into(),
                 table,
             }),
+            editing: Mutex::new(()),
         })
+    }
+
+    /// Serializes changes (see the field); reading needs no lock.
+    pub fn edit_lock(&self) -> MutexGuard<'_, ()> {
+        self.editing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The local-routing switch.

@@ -167,6 +167,9 @@ fn run(args: &Args) -> ExitCode {
         }
         None => None,
     };
+    if let Err(e) = watchtower::reload::start(&config, proxy.live()) {
+        log::warn!("the config file will not be reloaded on change or SIGHUP: {e}");
+    }
     let mut listening: Vec<String> = proxy
         .local_addrs()
         .iter()

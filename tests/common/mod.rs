@@ -260,6 +260,11 @@ impl Watchtower {
         self.child.id()
     }
 
+    /// Sends a signal, named as `kill` takes it ("HUP").
+    pub fn signal(&self, sig: &str) {
+        assert!(unsafe_free_kill(self.child.id(), sig), "kill -{sig} failed");
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         let rc = unsafe_free_kill(self.child.id(), "TERM");
