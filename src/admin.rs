@@ -1,6 +1,6 @@
 //! The admin API: the local-routing switch and the routes, changed while Watchtower runs and
-//! written back to `watchtower.toml`; the CA certificate for devices to download; a PAC file;
-//! a health check.
+//! written back to `watchtower.toml`; the recent exchanges (a list, a live stream, a HAR file) and
+//! statistics; the CA certificate for devices to download; a PAC file; a health check.
 //!
 //! It listens on loopback only (`[admin]`, default 127.0.0.1:8889) and runs on its own thread,
 //! one short-lived thread per connection (at most [`MAX_CONNECTIONS`]), with blocking sockets and
@@ -20,6 +20,10 @@
 //! | `GET /api/routing`, `PUT /api/routing` | the switch: `{"enabled": true}` |
 //! | `GET /api/routes`, `POST /api/routes` | the routes (SPEC §5 LocalRoute objects); add one |
 //! | `PUT /api/routes/{id}`, `DELETE /api/routes/{id}` | replace or remove one |
+//! | `GET /api/exchanges?since=N&limit=M` | recent exchanges (the API log's fields, and `seq`) |
+//! | `GET /api/exchanges/stream` | server-sent events, one per exchange as it is logged |
+//! | `GET /api/exchanges.har` | the recent exchanges as a HAR 1.2 file |
+//! | `GET /api/stats` | uptime, open connections per listener, totals by status class, bytes, certificates minted, log records dropped |
 //! | `GET /ca.pem`, `GET /ca.crt` | the CA certificate, PEM or DER (for phones) |
 //! | `GET /proxy.pac` | a PAC file sending everything through the forward port |
 //!
@@ -36,7 +40,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::apilog::{ApiRecord, Exchanges, Kind, write_rfc3339};
 use crate::config::{self, Route, RouteError};
+use crate::event_loop::Gauges;
 use crate::http::{self, BodyKind, Method};
 use crate::live::Live;
 
@@ -56,6 +62,10 @@ pub struct AdminState {
     pub ca_der: Vec<u8>,
     /// The forward proxy's address, for the PAC file.
     pub proxy_addr: SocketAddr,
+    /// The recent exchanges and their totals (kept by the log thread).
+    pub exchanges: Arc<Exchanges>,
+    /// Open connections, certificates minted, log records dropped.
+    pub gauges: Gauges,
     /// The address clients must name in `Host`.
     addr: SocketAddr,
     open: AtomicUsize,
@@ -65,9 +75,10 @@ impl AdminState {
     pub fn new(
         live: Arc<Live>,
         config_path: Option<PathBuf>,
-        ca_pem: String,
-        ca_der: Vec<u8>,
+        (ca_pem, ca_der): (String, Vec<u8>),
         proxy_addr: SocketAddr,
+        exchanges: Arc<Exchanges>,
+        gauges: Gauges,
     ) -> AdminState {
         AdminState {
             live,
@@ -75,6 +86,8 @@ impl AdminState {
             ca_pem,
             ca_der,
             proxy_addr,
+            exchanges,
+            gauges,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             open: AtomicUsize::new(0),
         }
@@ -208,6 +221,13 @@ fn serve(conn: TcpStream, state: &AdminState) {
         };
         let keep_alive = head.keep_alive;
         input.drain(..head.head_len + body_len);
+        if request.method == Method::Get
+            && request.path.split('?').next() == Some("/api/exchanges/stream")
+            && check_origin(&request, state.addr).is_none()
+        {
+            stream_exchanges(&mut stream, &request, state);
+            return;
+        }
         let reply = handle(&request, state);
         if write_reply(&mut stream, &reply, keep_alive).is_err() || !keep_alive {
             return;
@@ -277,6 +297,9 @@ fn handle(req: &Request, state: &AdminState) -> Reply {
         (Method::Delete, p) if p.starts_with("/api/routes/") => {
             delete_route(state, &p["/api/routes/".len()..])
         }
+        (Method::Get, "/api/exchanges") => exchanges_reply(req, state),
+        (Method::Get, "/api/exchanges.har") => har_reply(state),
+        (Method::Get, "/api/stats") => stats_reply(state),
         (Method::Get, "/ca.pem") => Reply {
             status: 200,
             content_type: "application/x-pem-file",
@@ -296,9 +319,19 @@ fn handle(req: &Request, state: &AdminState) -> Reply {
             )
             .into_bytes(),
         },
-        (_, "/healthz" | "/api/routing" | "/api/routes" | "/ca.pem" | "/ca.crt" | "/proxy.pac") => {
-            Reply::error(405, format!("{} is not allowed on {path}", req.method_text))
-        }
+        (
+            _,
+            "/healthz"
+            | "/api/routing"
+            | "/api/routes"
+            | "/api/exchanges"
+            | "/api/exchanges.har"
+            | "/api/exchanges/stream"
+            | "/api/stats"
+            | "/ca.pem"
+            | "/ca.crt"
+            | "/proxy.pac",
+        ) => Reply::error(405, format!("{} is not allowed on {path}", req.method_text)),
         (_, p) if p.starts_with("/api/routes/") => {
             Reply::error(405, format!("{} is not allowed on {path}", req.method_text))
         }
@@ -347,6 +380,181 @@ fn check_origin(req: &Request, addr: SocketAddr) -> Option<Reply> {
         }
     }
     None
+}
+
+/// `name=value` from the query string.
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    let query = req.path.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        (n == name).then(|| percent_decode(v))
+    })
+}
+
+/// A record as the API log writes it, plus its sequence number.
+fn record_json(seq: u64, record: &ApiRecord) -> Value {
+    let mut line = String::new();
+    record.write_json(&mut line);
+    let mut value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("seq".into(), seq.into());
+    }
+    value
+}
+
+fn exchanges_reply(req: &Request, state: &AdminState) -> Reply {
+    let number = |name: &str, default: u64| -> Result<u64, Reply> {
+        match query_param(req, name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                Reply::json(
+                    400,
+                    &json!({"error": format!("{name} must be a number"), "field": name}),
+                )
+            }),
+        }
+    };
+    let since = match number("since", 0) {
+        Ok(n) => n,
+        Err(reply) => return reply,
+    };
+    let limit = match number("limit", 100) {
+        Ok(n) => n.clamp(1, 1000) as usize,
+        Err(reply) => return reply,
+    };
+    let records = state.exchanges.after(since, limit);
+    Reply::json(
+        200,
+        &json!({
+            "last": state.exchanges.last_seq(),
+            "exchanges": records.iter().map(|(seq, r)| record_json(*seq, r)).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+/// Server-sent events, one `exchange` event per record as it is logged; `Last-Event-ID` (or
+/// `?since=`) resumes after a record, else the stream starts with the next one. A comment line
+/// every 15 s keeps idle connections (and proxies between) from timing out.
+fn stream_exchanges(stream: &mut &TcpStream, req: &Request, state: &AdminState) {
+    let mut last = req
+        .header("last-event-id")
+        .or_else(|| query_param(req, "since"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| state.exchanges.last_seq());
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
+                X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n: watchtower exchanges\n\n";
+    if stream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    loop {
+        let records = state.exchanges.wait_after(last, Duration::from_secs(15));
+        let mut out = String::new();
+        if records.is_empty() {
+            out.push_str(": keep-alive\n\n");
+        }
+        for (seq, record) in &records {
+            out.push_str(&format!(
+                "id: {seq}\nevent: exchange\ndata: {}\n\n",
+                record_json(*seq, record)
+            ));
+            last = *seq;
+        }
+        if stream.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The recent exchanges as a HAR 1.2 log (heads and bodies are not kept, so their fields are
+/// empty; method, URL, status, times and sizes are real). Blind tunnels have no HTTP to show.
+fn har_reply(state: &AdminState) -> Reply {
+    let entries: Vec<Value> = state
+        .exchanges
+        .after(0, usize::MAX)
+        .iter()
+        .filter(|(_, r)| r.kind != Kind::Tunnel)
+        .map(|(_, r)| {
+            let scheme = if r.kind == Kind::Intercepted {
+                "https"
+            } else {
+                "http"
+            };
+            let url = format!(
+                "{scheme}://{}{}",
+                r.host,
+                r.path.as_ref().map_or("/", |p| p.as_str())
+            );
+            let mut started = String::new();
+            write_rfc3339(r.ts, &mut started);
+            let ms = r.duration.as_secs_f64() * 1000.0;
+            let mut entry = json!({
+                "startedDateTime": started,
+                "time": ms,
+                "request": {
+                    "method": r.method.as_str(), "url": url, "httpVersion": "HTTP/1.1",
+                    "cookies": [], "headers": [], "queryString": [],
+                    "headersSize": -1, "bodySize": -1,
+                },
+                "response": {
+                    "status": r.status.unwrap_or(0), "statusText": "", "httpVersion": "HTTP/1.1",
+                    "cookies": [], "headers": [],
+                    "content": {"size": r.bytes_out, "mimeType": ""},
+                    "redirectURL": "", "headersSize": -1, "bodySize": -1,
+                },
+                "cache": {},
+                "timings": {"send": 0, "wait": ms, "receive": 0},
+            });
+            let mut comment = Vec::new();
+            if let Some(route) = &r.route {
+                comment.push(format!("route {route}"));
+            }
+            if let Some(up) = &r.upstream {
+                comment.push(format!("upstream {up}"));
+            }
+            if let Some(e) = &r.error {
+                comment.push(format!("error: {e}"));
+            }
+            if !comment.is_empty() {
+                entry["comment"] = comment.join("; ").into();
+            }
+            entry
+        })
+        .collect();
+    Reply::json(
+        200,
+        &json!({"log": {
+            "version": "1.2",
+            "creator": {"name": "Watchtower", "version": env!("CARGO_PKG_VERSION")},
+            "pages": [],
+            "entries": entries,
+        }}),
+    )
+}
+
+fn stats_reply(state: &AdminState) -> Reply {
+    let totals = state.exchanges.totals();
+    let open: serde_json::Map<String, Value> = state
+        .gauges
+        .open_connections()
+        .iter()
+        .map(|(name, n)| (name.to_string(), (*n).into()))
+        .collect();
+    let [c1, c2, c3, c4, c5, none] = totals.by_class;
+    Reply::json(
+        200,
+        &json!({
+            "uptime_s": state.exchanges.uptime().as_secs_f64().floor(),
+            "local_routing": state.live.routing(),
+            "routes": state.live.routes().len(),
+            "open_connections": open,
+            "exchanges": totals.exchanges,
+            "status_classes": {"1xx": c1, "2xx": c2, "3xx": c3, "4xx": c4, "5xx": c5, "none": none},
+            "bytes_in": totals.bytes_in,
+            "bytes_out": totals.bytes_out,
+            "certificates_minted": state.gauges.certificates_minted(),
+            "log_records_dropped": state.gauges.log_records_dropped(),
+        }),
+    )
 }
 
 fn routing_reply(state: &AdminState) -> Reply {

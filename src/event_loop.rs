@@ -137,8 +137,50 @@ struct Shutdown {
     /// The first worker to act on it logs the shutdown line.
     announced: AtomicBool,
     wakers: Vec<Arc<Waker>>,
-    /// Client connections open across all workers (for the shutdown line).
-    open: AtomicUsize,
+    /// Client connections open across all workers, by listener (see [`kind_index`]).
+    open: [AtomicUsize; 3],
+}
+
+/// `Shutdown::open`'s slot for a listener kind.
+fn kind_index(kind: ListenerKind) -> usize {
+    match kind {
+        ListenerKind::Forward => 0,
+        ListenerKind::ReverseHttp => 1,
+        ListenerKind::ReverseHttps => 2,
+    }
+}
+
+/// Live figures for the admin API's statistics, readable from any thread.
+#[derive(Clone)]
+pub struct Gauges {
+    shutdown: Arc<Shutdown>,
+    certs: Arc<Mutex<CertStore>>,
+    log_dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Gauges {
+    /// Client connections open now, per listener: forward proxy, reverse HTTP, reverse HTTPS.
+    pub fn open_connections(&self) -> [(&'static str, usize); 3] {
+        let open = |i: usize| self.shutdown.open[i].load(Ordering::Relaxed);
+        [
+            ("proxy", open(0)),
+            ("reverse_http", open(1)),
+            ("reverse_https", open(2)),
+        ]
+    }
+
+    /// Leaf certificates minted since start.
+    pub fn certificates_minted(&self) -> u64 {
+        self.certs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .minted()
+    }
+
+    /// API log records dropped because the log thread fell behind.
+    pub fn log_records_dropped(&self) -> u64 {
+        self.log_dropped.load(Ordering::Relaxed)
+    }
 }
 
 impl Shutdown {
@@ -161,6 +203,7 @@ pub struct Proxy {
     live: Arc<Live>,
     /// The local CA's certificate, PEM and DER.
     ca: (String, Vec<u8>),
+    gauges: Gauges,
 }
 
 /// Everything a worker is made of that can cross to its thread.
@@ -255,7 +298,7 @@ impl Proxy {
             requested: AtomicBool::new(false),
             announced: AtomicBool::new(false),
             wakers: wakers.clone(),
-            open: AtomicUsize::new(0),
+            open: Default::default(),
         });
         let resolvers =
             ResolverPool::start().map_err(|e| StartError::Setup("resolver threads", e))?;
@@ -317,6 +360,11 @@ impl Proxy {
         Ok(Proxy {
             workers,
             addrs,
+            gauges: Gauges {
+                shutdown: Arc::clone(&shutdown),
+                certs: Arc::clone(&certs),
+                log_dropped: log.drop_counter(),
+            },
             shutdown,
             live,
             ca: ca_certificate,
@@ -326,6 +374,11 @@ impl Proxy {
     /// The switch and routes the loops read, for the admin API to change.
     pub fn live(&self) -> Arc<Live> {
         Arc::clone(&self.live)
+    }
+
+    /// Live figures for statistics.
+    pub fn gauges(&self) -> Gauges {
+        self.gauges.clone()
     }
 
     /// The local CA's certificate as PEM and as DER.
@@ -612,7 +665,7 @@ impl Worker {
         let generation = self.next_generation;
         self.next_generation += 1;
         let kind = self.listeners[i].kind;
-        self.shutdown.open.fetch_add(1, Ordering::Relaxed);
+        self.shutdown.open[kind_index(kind)].fetch_add(1, Ordering::Relaxed);
         entry.insert(Session::new(
             key,
             generation,
@@ -624,8 +677,9 @@ impl Worker {
     }
 
     fn remove(&mut self, key: usize) {
-        self.sessions.remove(key);
-        self.shutdown.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(session) = self.sessions.try_remove(key) {
+            self.shutdown.open[kind_index(session.listener())].fetch_sub(1, Ordering::Relaxed);
+        }
         if self.accept_paused {
             self.accept_paused = false;
             for l in &mut self.listeners {
@@ -706,7 +760,11 @@ impl Worker {
         if !self.shutdown.announced.swap(true, Ordering::SeqCst) {
             log::info!(
                 "shutting down: {} connection(s) open, waiting up to {}s for them",
-                self.shutdown.open.load(Ordering::Relaxed),
+                self.shutdown
+                    .open
+                    .iter()
+                    .map(|n| n.load(Ordering::Relaxed))
+                    .sum::<usize>(),
                 DRAIN_GRACE.as_secs()
             );
         }

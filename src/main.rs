@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use watchtower::Config;
 use watchtower::admin::{self, AdminState};
-use watchtower::apilog::{LogOptions, LogWorker, stderr};
+use watchtower::apilog::{Exchanges, LogOptions, LogWorker, exchanges, stderr};
 use watchtower::event_loop::{Proxy, StartError};
 
 const USAGE: &str = "\
@@ -122,9 +122,14 @@ fn run(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The admin API shows the recent exchanges; the log thread keeps them.
+    let exchanges = config
+        .admin
+        .map(|_| Exchanges::new(exchanges::DEFAULT_CAPACITY));
     let (log, worker) = match LogWorker::spawn(LogOptions {
         api_log: config.api_log.clone(),
         access_lines: !args.quiet,
+        exchanges: exchanges.clone(),
     }) {
         Ok(pair) => pair,
         Err(e) => {
@@ -147,9 +152,14 @@ fn run(args: &Args) -> ExitCode {
         .unwrap_or_else(|| std::net::SocketAddr::new(config.listen, config.proxy_port));
     let admin = match config.admin {
         Some(addr) => {
-            let (ca_pem, ca_der) = proxy.ca_certificate();
-            let state =
-                AdminState::new(proxy.live(), config.source.clone(), ca_pem, ca_der, forward);
+            let state = AdminState::new(
+                proxy.live(),
+                config.source.clone(),
+                proxy.ca_certificate(),
+                forward,
+                exchanges.clone().unwrap_or_else(|| Exchanges::new(1)),
+                proxy.gauges(),
+            );
             match admin::start(addr, state) {
                 Ok(bound) => Some(bound),
                 Err(source) => {

@@ -283,3 +283,95 @@ fn the_ca_and_a_pac_file_can_be_downloaded() {
         pac.body_text()
     );
 }
+
+#[test]
+fn recent_exchanges_a_live_stream_a_har_file_and_statistics() {
+    use std::io::BufRead;
+    let app = Backend::named("app");
+    let w = Watchtower::with_routes(route("app", "app.test", app.port()));
+
+    // A stream opened now sees the exchanges that follow.
+    let mut sse = connect(w.admin);
+    write!(
+        sse,
+        "GET /api/exchanges/stream HTTP/1.1\r\nHost: {}\r\n\r\n",
+        w.admin
+    )
+    .unwrap();
+    let mut events = BufReader::new(sse.try_clone().unwrap());
+    let mut status_line = String::new();
+    events.read_line(&mut status_line).unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
+
+    for path in ["/one", "/two", "/three"] {
+        let resp = roundtrip(
+            w.proxy,
+            &format!("GET http://app.test{path} HTTP/1.1\r\nHost: app.test\r\n\r\n"),
+        );
+        assert_eq!(resp.status, 200);
+    }
+    let missing = get_via_proxy(&w, "nowhere.invalid");
+    assert_eq!(missing.status, 502);
+
+    // The stream: an `exchange` event per request, in order.
+    let mut seen = Vec::new();
+    let mut line = String::new();
+    while seen.len() < 4 {
+        line.clear();
+        assert!(events.read_line(&mut line).unwrap() > 0, "stream closed");
+        if let Some(data) = line.strip_prefix("data: ") {
+            let v: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+            seen.push(v["path"].as_str().unwrap_or("").to_string());
+        }
+    }
+    assert_eq!(seen, ["/one", "/two", "/three", "/"]);
+
+    // The recent list, and `since`/`limit`.
+    let all = json(&admin(&w, "GET", "/api/exchanges", None));
+    let list = all["exchanges"].as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    assert_eq!(list[0]["path"], "/one");
+    assert_eq!(list[0]["route"], "app");
+    let first = list[0]["seq"].as_u64().unwrap();
+    let later = json(&admin(
+        &w,
+        "GET",
+        &format!("/api/exchanges?since={first}&limit=2"),
+        None,
+    ));
+    let paths: Vec<&str> = later["exchanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/three", "/"]);
+    assert_eq!(admin(&w, "GET", "/api/exchanges?since=x", None).status, 400);
+
+    // HAR 1.2.
+    let har = json(&admin(&w, "GET", "/api/exchanges.har", None));
+    assert_eq!(har["log"]["version"], "1.2");
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0]["request"]["url"], "http://app.test/one");
+    assert_eq!(entries[0]["response"]["status"], 200);
+    assert_eq!(entries[3]["response"]["status"], 502);
+
+    // Statistics, with one client connection held open on the forward port.
+    let _held = w.connect_proxy();
+    let deadline = std::time::Instant::now() + WAIT;
+    let stats = loop {
+        let stats = json(&admin(&w, "GET", "/api/stats", None));
+        if stats["open_connections"]["proxy"] == 1 {
+            break stats;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stats}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(stats["exchanges"], 4);
+    assert_eq!(stats["status_classes"]["2xx"], 3);
+    assert_eq!(stats["status_classes"]["5xx"], 1);
+    assert_eq!(stats["routes"], 1);
+    assert_eq!(stats["certificates_minted"], 0);
+    assert_eq!(stats["log_records_dropped"], 0);
+}

@@ -7,9 +7,11 @@
 //! decide what a record contains (the session phases do) nor where `api_log` lives (the config
 //! does); [`stderr`] is the process-wide `log::Log` for diagnostics, separate from access lines.
 
+pub mod exchanges;
 mod record;
 pub mod stderr;
 mod worker;
 
+pub use exchanges::Exchanges;
 pub use record::{ApiRecord, Kind, Text, write_rfc3339};
 pub use worker::{LogError, LogOptions, LogSender, LogWorker, QUEUE_CAPACITY};

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
+use super::exchanges::Exchanges;
 use super::record::{ApiRecord, write_rfc3339};
 
 /// Records the queue holds before `send` starts dropping: about two seconds of a busy
@@ -36,6 +37,8 @@ pub struct LogOptions {
     pub api_log: Option<PathBuf>,
     /// Whether each record also prints an access line on stderr (off with `--quiet`).
     pub access_lines: bool,
+    /// Where the admin API finds recent records; `None` keeps none.
+    pub exchanges: Option<Arc<Exchanges>>,
 }
 
 /// `api_log` could not be opened, or the log thread could not start. The message names the
@@ -119,6 +122,12 @@ impl LogSender {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// The drop counter itself, for a reader that must not keep the log open (a sender does:
+    /// the log thread runs until the last one is gone).
+    pub fn drop_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
+    }
+
     /// A sender whose records go nowhere (for unit tests of other modules); sends count as not
     /// dropped.
     pub fn disabled() -> LogSender {
@@ -152,12 +161,13 @@ impl LogWorker {
             }
             None => None,
         };
-        if file.is_none() && !opts.access_lines {
+        if file.is_none() && !opts.access_lines && opts.exchanges.is_none() {
             return Ok((LogSender::disabled(), LogWorker { handle: None }));
         }
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
         let dropped = Arc::new(AtomicU64::new(0));
-        let worker = Worker::new(file, opts.access_lines, Arc::clone(&dropped));
+        let mut worker = Worker::new(file, opts.access_lines, Arc::clone(&dropped));
+        worker.exchanges = opts.exchanges;
         let handle = thread::Builder::new()
             .name("watchtower-log".to_owned())
             .spawn(move || worker.run(&rx))
@@ -198,6 +208,8 @@ struct Worker<W: Write> {
     last_flush: Instant,
     /// Reused for every formatted line: the worker allocates only while lines grow.
     line: String,
+    /// Recent records for the admin API.
+    exchanges: Option<Arc<Exchanges>>,
 }
 
 impl<W: Write> Worker<W> {
@@ -210,6 +222,7 @@ impl<W: Write> Worker<W> {
             failing: false,
             last_flush: Instant::now(),
             line: String::with_capacity(512),
+            exchanges: None,
         }
     }
 
@@ -244,6 +257,9 @@ impl<W: Write> Worker<W> {
     }
 
     fn write_record(&mut self, record: &ApiRecord) {
+        if let Some(exchanges) = &self.exchanges {
+            exchanges.push(record);
+        }
         if self.file.is_some() {
             self.line.clear();
             record.write_json(&mut self.line);
@@ -371,6 +387,7 @@ mod tests {
         let (sender, worker) = LogWorker::spawn(LogOptions {
             api_log: Some(path.clone()),
             access_lines: false,
+            ..Default::default()
         })
         .unwrap();
         let records: Vec<ApiRecord> = (0..3).map(record).collect();
@@ -398,6 +415,7 @@ mod tests {
         let (sender, worker) = LogWorker::spawn(LogOptions {
             api_log: Some(path.clone()),
             access_lines: false,
+            ..Default::default()
         })
         .unwrap();
         sender.send(record(7));
@@ -414,6 +432,7 @@ mod tests {
         let (sender, worker) = LogWorker::spawn(LogOptions {
             api_log: Some(path.clone()),
             access_lines: false,
+            ..Default::default()
         })
         .unwrap();
         sender.send(record(1));
@@ -443,6 +462,7 @@ mod tests {
         let error = LogWorker::spawn(LogOptions {
             api_log: Some(path.clone()),
             access_lines: false,
+            ..Default::default()
         })
         .unwrap_err();
         assert_eq!(
@@ -464,6 +484,7 @@ mod tests {
         let error = LogWorker::spawn(LogOptions {
             api_log: Some(path.clone()),
             access_lines: false,
+            ..Default::default()
         })
         .unwrap_err();
         let message = error.to_string();

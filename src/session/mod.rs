@@ -360,6 +360,11 @@ impl Session {
         Session { conn, phase }
     }
 
+    /// The listener this client connected to.
+    pub fn listener(&self) -> ListenerKind {
+        self.conn.listener
+    }
+
     /// The generation stamped on this session (slab keys are reused; generations are not).
     pub fn generation(&self) -> u64 {
         self.conn.generation
