@@ -744,17 +744,26 @@ fn routes_json(routes: &[Route]) -> Value {
     Value::Array(routes.iter().map(route_json).collect())
 }
 
-/// Writes the switch and/or the routes into the config file, keeping everything else (comments,
-/// order, other keys) as the user wrote it: a temporary file beside it, then a rename, so a
-/// reader never sees half a file.
+/// Writes the switch and/or the routes into the config file, when there is one.
 fn persist(
     state: &AdminState,
     routing: Option<bool>,
     routes: Option<&[Route]>,
 ) -> Result<(), String> {
-    let Some(path) = &state.config_path else {
-        return Ok(()); // built-in defaults: nothing to write to
-    };
+    match &state.config_path {
+        Some(path) => persist_to(path, routing, routes),
+        None => Ok(()), // built-in defaults: nothing to write to
+    }
+}
+
+/// Writes the switch and/or the routes into the config file at `path`, keeping everything else
+/// (comments, order, other keys) as the user wrote it: a temporary file beside it, then a
+/// rename, so a reader never sees half a file.
+pub fn persist_to(
+    path: &Path,
+    routing: Option<bool>,
+    routes: Option<&[Route]>,
+) -> Result<(), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let updated = config_edit::apply(&text, routing, routes)

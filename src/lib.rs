@@ -36,6 +36,7 @@ pub mod apilog;
 pub mod ca_command;
 pub mod config;
 pub mod context;
+pub mod control_command;
 pub mod dns;
 pub mod event_loop;
 pub mod http;

@@ -18,6 +18,8 @@ Usage:
   watchtower check [--config PATH]               validate the config, print the routing table
   watchtower ca path|export|install|uninstall|regenerate [--yes] [--config PATH]
                                                  the local CA (see `watchtower ca --help`)
+  watchtower routing on|off|status               the running instance's switch (admin API)
+  watchtower routes list|add|rm|enable|disable   its routes (`watchtower routes --help`)
   watchtower --help | --version
 
 Options:
@@ -80,8 +82,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
 
 fn main() -> ExitCode {
     let raw: Vec<String> = std::env::args().skip(1).collect();
-    if raw.first().map(String::as_str) == Some("ca") {
-        return watchtower::ca_command::run(&raw[1..]);
+    match raw.first().map(String::as_str) {
+        Some("ca") => return watchtower::ca_command::run(&raw[1..]),
+        Some("routing" | "routes") => return watchtower::control_command::run(&raw),
+        _ => {}
     }
     let args = match parse_args(raw.into_iter()) {
         Ok(a) => a,
