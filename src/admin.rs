@@ -16,6 +16,7 @@
 //!
 //! | method and path | what |
 //! |---|---|
+//! | `GET /` | the dashboard (`/app.js`, `/app.css`): switch, routes, live exchanges, phone set-up |
 //! | `GET /healthz` | `{"status":"ok"}` |
 //! | `GET /api/routing`, `PUT /api/routing` | the switch: `{"enabled": true}` |
 //! | `GET /api/routes`, `POST /api/routes` | the routes (SPEC §5 LocalRoute objects); add one |
@@ -136,6 +137,17 @@ struct Reply {
     content_type: &'static str,
     body: Vec<u8>,
 }
+
+/// The dashboard: one page, its script and its style, embedded in the binary.
+const DASHBOARD_HTML: &str = include_str!("admin_ui/index.html");
+const DASHBOARD_JS: &str = include_str!("admin_ui/app.js");
+const DASHBOARD_CSS: &str = include_str!("admin_ui/app.css");
+
+/// Sent with every response: the dashboard loads only its own files, may not be framed, and
+/// nothing is cached or sniffed.
+const SECURITY_HEADERS: &str = "Content-Security-Policy: default-src 'self'; img-src 'self' data:; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'none'\r\nX-Frame-Options: DENY\r\n\
+     Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n";
 
 impl Reply {
     fn json(status: u16, value: &Value) -> Reply {
@@ -287,6 +299,21 @@ fn handle(req: &Request, state: &AdminState) -> Reply {
     let path = req.path.split('?').next().unwrap_or("");
     match (req.method, path) {
         (Method::Get | Method::Head, "/healthz") => Reply::json(200, &json!({"status": "ok"})),
+        (Method::Get, "/" | "/index.html") => Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: DASHBOARD_HTML.as_bytes().to_vec(),
+        },
+        (Method::Get, "/app.js") => Reply {
+            status: 200,
+            content_type: "text/javascript; charset=utf-8",
+            body: DASHBOARD_JS.as_bytes().to_vec(),
+        },
+        (Method::Get, "/app.css") => Reply {
+            status: 200,
+            content_type: "text/css; charset=utf-8",
+            body: DASHBOARD_CSS.as_bytes().to_vec(),
+        },
         (Method::Get, "/api/routing") => routing_reply(state),
         (Method::Put, "/api/routing") => set_routing(req, state),
         (Method::Get, "/api/routes") => Reply::json(200, &routes_json(&state.live.routes())),
@@ -818,7 +845,7 @@ fn percent_decode(text: &str) -> String {
 
 fn write_reply(stream: &mut &TcpStream, reply: &Reply, keep_alive: bool) -> io::Result<()> {
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: {}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{SECURITY_HEADERS}Connection: {}\r\n\r\n",
         reply.status,
         reason(reply.status),
         reply.content_type,

@@ -375,3 +375,48 @@ fn recent_exchanges_a_live_stream_a_har_file_and_statistics() {
     assert_eq!(stats["certificates_minted"], 0);
     assert_eq!(stats["log_records_dropped"], 0);
 }
+
+#[test]
+fn the_dashboard_is_served_from_the_binary_with_a_strict_content_policy() {
+    let w = Watchtower::with_routes(String::new());
+    let page = admin(&w, "GET", "/", None);
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = page.header("content-security-policy").unwrap_or("");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let html = page.body_text();
+    for part in [
+        "id=\"routing\"",
+        "id=\"routes\"",
+        "id=\"exchanges\"",
+        "/app.js",
+        "/ca.crt",
+    ] {
+        assert!(html.contains(part), "the page lacks {part}");
+    }
+    // No asset from elsewhere: every src/href is a path on this server.
+    for attr in ["src=\"", "href=\""] {
+        for at in html.match_indices(attr) {
+            let value = &html[at.0 + attr.len()..];
+            assert!(
+                value.starts_with('/'),
+                "{attr}{}",
+                &value[..value.len().min(40)]
+            );
+        }
+    }
+    let js = admin(&w, "GET", "/app.js", None);
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(js.body_text().contains("/api/exchanges/stream"));
+    let css = admin(&w, "GET", "/app.css", None);
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+}
