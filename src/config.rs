@@ -31,6 +31,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Visitor};
 use toml::Spanned;
 
+use crate::access::Access;
 use crate::upstream_proxy::{NoProxy, UpstreamProxy};
 
 /// The file `Config::load(None)` looks for in the working directory.
@@ -83,6 +84,8 @@ pub struct Config {
     /// Where API log lines go (absolute); `None` means no API log.
     pub api_log: Option<PathBuf>,
     pub timeouts: Timeouts,
+    /// `[access]`: who may use listeners bound beyond loopback.
+    pub access: Access,
     /// The admin API's address (`[admin]`); `None` when turned off.
     pub admin: Option<SocketAddr>,
     /// `[upstream] proxy`: where pass-through traffic goes; `None` = straight to real servers.
@@ -215,6 +218,7 @@ impl Config {
         let timeouts = check_timeouts(&file, &raw.timeouts)?;
         let upstream_proxy = check_upstream(&file, raw.upstream)?;
         let admin = check_admin(&file, raw.admin, &proxy)?;
+        let access = check_access(&file, raw.access, proxy.listen, proxy.listen_span.clone())?;
         let routes = check_routes(&file, raw.route)?;
 
         Ok(Config {
@@ -228,6 +232,7 @@ impl Config {
             tls,
             api_log,
             timeouts,
+            access,
             admin,
             upstream_proxy,
             routes,
@@ -249,6 +254,7 @@ impl Config {
             tls: default_tls_paths(),
             api_log: None,
             timeouts: Timeouts::default(),
+            access: Access::default(),
             admin: Some(SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 DEFAULT_ADMIN_PORT,
@@ -323,6 +329,25 @@ impl Config {
         match self.dns_server {
             Some(addr) => writeln!(out, "dns server: {addr}")?,
             None => writeln!(out, "dns server: system resolver")?,
+        }
+        if !self.access.is_empty() {
+            let blocks: Vec<String> = self
+                .access
+                .allow
+                .iter()
+                .map(|(net, bits)| format!("{net}/{bits}"))
+                .collect();
+            writeln!(
+                out,
+                "access: loopback, {}; {} user{} with a password",
+                if blocks.is_empty() {
+                    "no address block".to_owned()
+                } else {
+                    blocks.join(", ")
+                },
+                self.access.users.len(),
+                if self.access.users.len() == 1 { "" } else { "s" }
+            )?;
         }
         match self.admin {
             Some(addr) => writeln!(out, "admin API: http://{addr}/")?,
@@ -514,7 +539,23 @@ struct RawFile {
     #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
+    access: RawAccess,
+    #[serde(default)]
     route: Vec<RawRoute>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    allow: Option<Spanned<Vec<String>>>,
+    users: Option<Spanned<Vec<RawUser>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    user: String,
+    password: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -690,6 +731,7 @@ impl SourceText<'_> {
 
 struct ProxySettings {
     listen: IpAddr,
+    listen_span: Option<Range<usize>>,
     proxy_port: u16,
     reverse_http_port: Option<u16>,
     reverse_https_port: Option<u16>,
@@ -777,6 +819,7 @@ fn check_proxy(file: &SourceText<'_>, raw: RawProxy) -> Result<ProxySettings, Co
 
     Ok(ProxySettings {
         listen,
+        listen_span: raw.listen.as_ref().map(Spanned::span),
         proxy_port: port_of("proxy.proxy_port").unwrap_or(DEFAULT_PROXY_PORT),
         reverse_http_port: port_of("proxy.reverse_http_port"),
         reverse_https_port: port_of("proxy.reverse_https_port"),
@@ -820,6 +863,47 @@ fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
         return Err(format!("{text:?}: 0 is not a usable port (1-65535)"));
     }
     Ok(addr)
+}
+
+fn check_access(
+    file: &SourceText<'_>,
+    raw: RawAccess,
+    listen: IpAddr,
+    listen_span: Option<Range<usize>>,
+) -> Result<Access, ConfigError> {
+    let mut access = Access::default();
+    if let Some(allow) = raw.allow {
+        let span = allow.span();
+        for block in allow.into_inner() {
+            let parsed = Access::parse_block(&block)
+                .map_err(|problem| file.error(Some(span.clone()), "access.allow", problem))?;
+            access.allow.push(parsed);
+        }
+    }
+    if let Some(users) = raw.users {
+        let span = users.span();
+        for u in users.into_inner() {
+            if u.user.is_empty() || u.user.contains(':') || u.password.is_empty() {
+                return Err(file.error(
+                    Some(span),
+                    "access.users",
+                    "each user needs a name without ':' and a non-empty password",
+                ));
+            }
+            access.users.push((u.user, u.password));
+        }
+    }
+    if !listen.is_loopback() && access.is_empty() {
+        return Err(file.error(
+            listen_span,
+            "proxy.listen",
+            format_args!(
+                "{listen} lets other machines use the proxy; say who may: [access] allow = \
+                 [\"192.168.1.0/24\"] and/or users = [{{ user = \"...\", password = \"...\" }}]"
+            ),
+        ));
+    }
+    Ok(access)
 }
 
 fn check_admin(
@@ -1334,6 +1418,7 @@ enabled = false
                     upstream_header: Duration::from_secs(60),
                     idle: Duration::from_millis(250),
                 },
+                access: Access::default(),
                 admin: Some("127.0.0.1:8889".parse().unwrap()),
                 upstream_proxy: None,
                 routes: vec![

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use mio::Registry;
 
+use crate::access::Access;
 use crate::apilog::LogSender;
 use crate::config::Timeouts;
 use crate::http::Via;
@@ -44,6 +45,8 @@ pub struct Ctx {
     pub log: LogSender,
     /// Watchtower's own listening addresses: a pass-through request to one of them would loop.
     pub own_addrs: Vec<SocketAddr>,
+    /// `[access]`: who may use the listeners when they reach beyond loopback.
+    pub access: Arc<Access>,
     /// `[upstream] proxy`, for pass-through traffic.
     pub upstream_proxy: Option<Arc<UpstreamProxy>>,
     /// Its `Proxy-Authorization` value, when it has credentials.

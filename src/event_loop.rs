@@ -35,6 +35,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::access::Access;
 use crate::apilog::LogSender;
 use crate::config::{Config, Timeouts};
 use crate::context::Ctx;
@@ -222,6 +223,7 @@ struct WorkerParts {
     own_addrs: Vec<SocketAddr>,
     via: Via,
     upstream_proxy: Option<Arc<UpstreamProxy>>,
+    access: Arc<Access>,
     max_sessions: usize,
     max_buffers: usize,
     shutdown: Arc<Shutdown>,
@@ -308,6 +310,7 @@ impl Proxy {
         let own_addrs: Vec<SocketAddr> = addrs.iter().map(|(_, addr)| *addr).collect();
         let via = Via::for_this_run();
         let upstream_proxy = config.upstream_proxy.clone().map(Arc::new);
+        let access = Arc::new(config.access.clone());
         if let Some(proxy) = &upstream_proxy {
             log::info!("pass-through traffic goes via the upstream proxy {proxy}");
         }
@@ -352,6 +355,7 @@ impl Proxy {
                 own_addrs: own_addrs.clone(),
                 via: via.clone(),
                 upstream_proxy: upstream_proxy.clone(),
+                access: Arc::clone(&access),
                 max_sessions: MAX_SESSIONS.div_ceil(n),
                 max_buffers: MAX_BUFFERS.div_ceil(n),
                 shutdown: Arc::clone(&shutdown),
@@ -487,6 +491,7 @@ impl Worker {
                 .and_then(|p| p.authorization())
                 .map(String::into_boxed_str),
             upstream_proxy: parts.upstream_proxy,
+            access: parts.access,
             draining: false,
             redrive: Vec::new(),
         };

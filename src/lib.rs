@@ -31,6 +31,7 @@
 //! The only `unsafe` lives in [`sys`].
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod apilog;
 pub mod ca_command;

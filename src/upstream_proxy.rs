@@ -203,7 +203,8 @@ impl NoProxy {
     }
 }
 
-fn in_block(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+/// True when `ip` is inside the block `net/bits` (of its own family).
+pub(crate) fn in_block(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(ip), IpAddr::V4(net)) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);

@@ -349,3 +349,46 @@ fn relative_paths_resolve_against_the_config_folder() {
         );
     }
 }
+
+#[test]
+fn listening_beyond_loopback_needs_access_rules() {
+    let dir = TempDir::new("cli-access");
+    let path = dir.path().join("watchtower.toml");
+    let port = free_port();
+    let base = format!(
+        "[proxy]\nlisten = \"0.0.0.0\"\nproxy_port = {port}\n[tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\n[admin]\nenabled = false\n"
+    );
+    std::fs::write(&path, &base).unwrap();
+    let out = run_cli(dir.path(), &["--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("line 2")
+            && stderr.contains("proxy.listen")
+            && stderr.contains("[access] allow"),
+        "{stderr}"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "it listened anyway"
+    );
+    // With rules it is accepted (and `check` shows them).
+    std::fs::write(
+        &path,
+        format!("{base}[access]\nallow = [\"192.168.1.0/24\"]\nusers = [{{ user = \"dev\", password = \"s3cret\" }}]\n"),
+    )
+    .unwrap();
+    let out = run_cli(dir.path(), &["check", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(
+        &path,
+        format!("{base}[access]\nallow = [\"192.168.1.0/40\"]\n"),
+    )
+    .unwrap();
+    let out = run_cli(dir.path(), &["check", "--config", path.to_str().unwrap()]);
+    assert!(
+        text(&out.stderr).contains("access.allow"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -35,6 +35,8 @@ pub(crate) struct Answer {
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
@@ -66,6 +68,9 @@ pub fn format_response(
         message.len() + 1
     );
     bytes.extend_from_slice(via.line());
+    if status == 407 {
+        bytes.extend_from_slice(b"Proxy-Authenticate: Basic realm=\"Watchtower\"\r\n");
+    }
     bytes.extend_from_slice(b"\r\n");
     if !head_only {
         bytes.extend_from_slice(message.as_bytes());

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::access::Verdict;
 use crate::apilog::{Kind, Text};
 use crate::context::Ctx;
 use crate::http::{
@@ -241,6 +242,37 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
     // Answers Watchtower gives before reading a body can keep the connection only when
     // there is no body to skip.
     let keep = head.keep_alive && head.body == BodyKind::None;
+    if !ctx.access.is_empty() && pin.is_none() {
+        let verdict = ctx.access.check(
+            conn.client_addr.ip(),
+            &src[..head.head_len.min(src.len())],
+            conn.listener == ListenerKind::Forward,
+        );
+        match verdict {
+            Verdict::Allowed => {}
+            Verdict::NeedsCredentials => {
+                return answer::reply(
+                    conn,
+                    ctx,
+                    407,
+                    format_args!(
+                        "this proxy needs a user name and password (Proxy-Authorization: Basic)"
+                    ),
+                    keep,
+                );
+            }
+            Verdict::Forbidden => {
+                let ip = conn.client_addr.ip();
+                return answer::reply(
+                    conn,
+                    ctx,
+                    403,
+                    format_args!("{ip} may not use this proxy ([access] allow does not list it)"),
+                    false,
+                );
+            }
+        }
+    }
     if head.has_via && ctx.via.seen_in(&src[..head.head_len.min(src.len())]) {
         let via = ctx.via.clone();
         return answer::reply(
