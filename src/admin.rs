@@ -27,6 +27,7 @@
 //! | `GET /api/stats` | uptime, open connections per listener, totals by status class, bytes, certificates minted, log records dropped |
 //! | `GET /ca.pem`, `GET /ca.crt` | the CA certificate, PEM or DER (for phones) |
 //! | `GET /proxy.pac` | a PAC file sending everything through the forward port |
+//! | `GET /api/phone`, `GET /qr.svg` | the address a phone types in, the URL of the CA on the forward port, and that URL as a QR code |
 //!
 //! Errors are JSON: `{"error": "...", "field": "domain"}`, with the same sentences the config
 //! file gets for the same mistakes.
@@ -327,6 +328,15 @@ fn handle(req: &Request, state: &AdminState) -> Reply {
         (Method::Get, "/api/exchanges") => exchanges_reply(req, state),
         (Method::Get, "/api/exchanges.har") => har_reply(state),
         (Method::Get, "/api/stats") => stats_reply(state),
+        (Method::Get, "/api/phone") => {
+            let (proxy, ca_url) = phone_addresses(state.proxy_addr);
+            Reply::json(200, &json!({"proxy": proxy, "ca_url": ca_url}))
+        }
+        (Method::Get, "/qr.svg") => Reply {
+            status: 200,
+            content_type: "image/svg+xml",
+            body: qr_svg(&phone_addresses(state.proxy_addr).1).into_bytes(),
+        },
         (Method::Get, "/ca.pem") => Reply {
             status: 200,
             content_type: "application/x-pem-file",
@@ -555,6 +565,48 @@ fn har_reply(state: &AdminState) -> Reply {
             "pages": [],
             "entries": entries,
         }}),
+    )
+}
+
+/// The proxy address a device on the LAN types in, and the URL of the CA on the forward port.
+/// A wildcard `listen` is shown as this machine's address on the network the default route
+/// uses (asked of the kernel with an unsent UDP "connection", so nothing leaves the machine).
+fn phone_addresses(proxy: SocketAddr) -> (String, String) {
+    let ip = if proxy.ip().is_unspecified() {
+        std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| {
+                s.connect("192.0.2.1:9")?;
+                s.local_addr()
+            })
+            .map(|a| a.ip())
+            .unwrap_or(proxy.ip())
+    } else {
+        proxy.ip()
+    };
+    let host = SocketAddr::new(ip, proxy.port()).to_string();
+    let url = format!("http://{host}/ca.crt");
+    (host, url)
+}
+
+/// `text` as a QR code (error correction M), drawn as SVG squares with a 4-module quiet zone.
+fn qr_svg(text: &str) -> String {
+    let Ok(qr) = qrcodegen::QrCode::encode_text(text, qrcodegen::QrCodeEcc::Medium) else {
+        return String::new();
+    };
+    let size = qr.size();
+    let border = 4;
+    let dim = size + 2 * border;
+    let mut path = String::new();
+    for y in 0..size {
+        for x in 0..size {
+            if qr.get_module(x, y) {
+                path += &format!("M{},{}h1v1h-1z", x + border, y + border);
+            }
+        }
+    }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {dim} {dim}\" shape-rendering=\"crispEdges\">\
+         <title>{text}</title><rect width=\"100%\" height=\"100%\" fill=\"#fff\"/><path d=\"{path}\" fill=\"#000\"/></svg>\n"
     )
 }
 

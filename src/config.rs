@@ -346,7 +346,11 @@ impl Config {
                     blocks.join(", ")
                 },
                 self.access.users.len(),
-                if self.access.users.len() == 1 { "" } else { "s" }
+                if self.access.users.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
             )?;
         }
         match self.admin {

@@ -45,6 +45,8 @@ pub struct Ctx {
     pub log: LogSender,
     /// Watchtower's own listening addresses: a pass-through request to one of them would loop.
     pub own_addrs: Vec<SocketAddr>,
+    /// The local CA's certificate, PEM and DER, served on the forward port for devices.
+    pub ca: Arc<(String, Vec<u8>)>,
     /// `[access]`: who may use the listeners when they reach beyond loopback.
     pub access: Arc<Access>,
     /// `[upstream] proxy`, for pass-through traffic.

@@ -224,6 +224,7 @@ struct WorkerParts {
     via: Via,
     upstream_proxy: Option<Arc<UpstreamProxy>>,
     access: Arc<Access>,
+    ca: Arc<(String, Vec<u8>)>,
     max_sessions: usize,
     max_buffers: usize,
     shutdown: Arc<Shutdown>,
@@ -311,6 +312,7 @@ impl Proxy {
         let via = Via::for_this_run();
         let upstream_proxy = config.upstream_proxy.clone().map(Arc::new);
         let access = Arc::new(config.access.clone());
+        let ca_shared = Arc::new(ca_certificate.clone());
         if let Some(proxy) = &upstream_proxy {
             log::info!("pass-through traffic goes via the upstream proxy {proxy}");
         }
@@ -356,6 +358,7 @@ impl Proxy {
                 via: via.clone(),
                 upstream_proxy: upstream_proxy.clone(),
                 access: Arc::clone(&access),
+                ca: Arc::clone(&ca_shared),
                 max_sessions: MAX_SESSIONS.div_ceil(n),
                 max_buffers: MAX_BUFFERS.div_ceil(n),
                 shutdown: Arc::clone(&shutdown),
@@ -492,6 +495,7 @@ impl Worker {
                 .map(String::into_boxed_str),
             upstream_proxy: parts.upstream_proxy,
             access: parts.access,
+            ca: parts.ca,
             draining: false,
             redrive: Vec::new(),
         };

@@ -420,3 +420,53 @@ fn the_dashboard_is_served_from_the_binary_with_a_strict_content_policy() {
     let css = admin(&w, "GET", "/app.css", None);
     assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
 }
+
+#[test]
+fn a_device_gets_the_ca_from_the_forward_port_and_the_dashboard_shows_a_qr_code_for_it() {
+    let w = Watchtower::with_routes(String::new());
+    let admin_der = admin(&w, "GET", "/ca.crt", None).body;
+    // A browser opening the proxy port directly.
+    let direct = roundtrip(
+        w.proxy,
+        &format!("GET /ca.crt HTTP/1.1\r\nHost: {}\r\n\r\n", w.proxy),
+    );
+    assert_eq!(direct.status, 200);
+    assert_eq!(
+        direct.header("content-type"),
+        Some("application/x-x509-ca-cert")
+    );
+    assert_eq!(direct.body, admin_der);
+    let pem = roundtrip(
+        w.proxy,
+        &format!("GET /ca.pem HTTP/1.1\r\nHost: {}\r\n\r\n", w.proxy),
+    );
+    assert_eq!(pem.body_text(), w.ca_pem());
+    // Anything else there is still the "use me as a proxy" answer.
+    let other = roundtrip(
+        w.proxy,
+        &format!("GET /x HTTP/1.1\r\nHost: {}\r\n\r\n", w.proxy),
+    );
+    assert_eq!(other.status, 400);
+
+    let phone = json(&admin(&w, "GET", "/api/phone", None));
+    assert_eq!(phone["proxy"], w.proxy.to_string());
+    let url = format!("http://{}/ca.crt", w.proxy);
+    assert_eq!(phone["ca_url"], url.as_str());
+    let qr = admin(&w, "GET", "/qr.svg", None);
+    assert_eq!(qr.header("content-type"), Some("image/svg+xml"));
+    let svg = qr.body_text();
+    assert!(svg.contains(&format!("<title>{url}</title>")), "{svg}");
+    // A QR code is 17 + 4k modules square (k = version), drawn with a 4-module margin.
+    let dim: usize = svg
+        .split("viewBox=\"0 0 ")
+        .nth(1)
+        .and_then(|v| v.split(' ').next())
+        .and_then(|d| d.parse().ok())
+        .unwrap();
+    let size = dim - 8;
+    assert!(size >= 21 && (size - 17).is_multiple_of(4), "{size}");
+    assert!(
+        svg.matches("h1v1h-1z").count() > size,
+        "too few dark modules"
+    );
+}

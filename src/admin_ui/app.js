@@ -147,9 +147,9 @@ async function loadExchanges() {
 
 // --- phone panel
 async function loadPhone() {
-  const pac = await (await fetch("/proxy.pac")).text();
-  const m = pac.match(/PROXY ([^";]+)/);
-  $("#proxy-address").textContent = m ? m[1] : "?";
+  const { proxy, ca_url } = await api("GET", "/api/phone");
+  $("#proxy-address").textContent = proxy;
+  $("#ca-url").textContent = ca_url;
 }
 
 loadRouting(); loadRoutes(); loadExchanges(); loadPhone();

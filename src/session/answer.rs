@@ -110,6 +110,40 @@ pub(super) fn reply(
     }))
 }
 
+/// Answers `200 OK` with `body` (a file Watchtower serves itself, like its CA certificate).
+pub(super) fn file(
+    conn: &mut Conn,
+    ctx: &mut Ctx,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> Step {
+    if let Some(rec) = conn.rec_mut() {
+        rec.status = Some(200);
+    }
+    let keep_alive = keep_alive && !ctx.draining;
+    let mut bytes = Vec::with_capacity(200 + body.len());
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        bytes,
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: {}\r\n",
+        body.len(),
+        if keep_alive { "keep-alive" } else { "close" }
+    );
+    bytes.extend_from_slice(ctx.via.line());
+    bytes.extend_from_slice(b"\r\n");
+    if conn.method != Method::Head {
+        bytes.extend_from_slice(body);
+    }
+    Step::Next(Phase::Answer(Answer {
+        bytes,
+        written: 0,
+        keep_alive,
+        since: ctx.now,
+    }))
+}
+
 impl Answer {
     pub fn deadline(&self, ctx: &Ctx) -> Instant {
         self.since + ctx.timeouts.idle

@@ -288,6 +288,23 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
     }
 
     let forward_port = conn.listener == ListenerKind::Forward && pin.is_none();
+    // The CA certificate, for a device whose browser opens this port directly
+    // (http://<this machine>:<proxy_port>/ca.crt, the dashboard's QR code).
+    if forward_port
+        && head.form == TargetForm::Origin
+        && matches!(head.method, Method::Get | Method::Head)
+    {
+        let ca = Arc::clone(&ctx.ca);
+        match path {
+            b"/ca.crt" => {
+                return answer::file(conn, ctx, "application/x-x509-ca-cert", &ca.1, keep);
+            }
+            b"/ca.pem" => {
+                return answer::file(conn, ctx, "application/x-pem-file", ca.0.as_bytes(), keep);
+            }
+            _ => {}
+        }
+    }
     match head.form {
         TargetForm::Origin | TargetForm::Asterisk if forward_port => {
             return answer::reply(
