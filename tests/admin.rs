@@ -470,3 +470,34 @@ fn a_device_gets_the_ca_from_the_forward_port_and_the_dashboard_shows_a_qr_code_
         "too few dark modules"
     );
 }
+
+#[test]
+fn concurrent_changes_all_land_and_the_file_stays_whole() {
+    let w = Watchtower::with_routes(String::new());
+    let admin_addr = w.admin;
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                for j in 0..5 {
+                    let body = format!(
+                        r#"{{"id": "r{i}-{j}", "domain": "r{i}-{j}.test", "target_host": "127.0.0.1", "target_port": {}}}"#,
+                        3000 + i * 10 + j
+                    );
+                    let request = format!(
+                        "POST /api/routes HTTP/1.1\r\nHost: {admin_addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    assert_eq!(roundtrip(admin_addr, &request).status, 201);
+                }
+            })
+        })
+        .collect();
+    for t in writers {
+        t.join().unwrap();
+    }
+    let listed = json(&admin(&w, "GET", "/api/routes", None));
+    assert_eq!(listed.as_array().unwrap().len(), 40);
+    // The file a restart would read has every one of them.
+    let on_disk = watchtower::Config::load(Some(&w.config_path)).unwrap();
+    assert_eq!(on_disk.routes.len(), 40);
+}
