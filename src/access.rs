@@ -60,6 +60,17 @@ impl Access {
     /// The verdict for a request from `client` whose head is `head` (as received); only the
     /// forward proxy asks for credentials (`forward`), the reverse listeners go by address.
     pub fn check(&self, client: IpAddr, head: &[u8], forward: bool) -> Verdict {
+        self.check_credentials(client, head, forward.then_some("proxy-authorization"))
+    }
+
+    /// Like [`Access::check`], with the credentials read from the `credentials` field
+    /// (`proxy-authorization` for the proxy, `authorization` for the admin API), or none.
+    pub fn check_credentials(
+        &self,
+        client: IpAddr,
+        head: &[u8],
+        credentials: Option<&str>,
+    ) -> Verdict {
         let client = client.to_canonical();
         if client.is_loopback()
             || self
@@ -69,10 +80,10 @@ impl Access {
         {
             return Verdict::Allowed;
         }
-        if self.users.is_empty() || !forward {
+        let Some(field) = credentials.filter(|_| !self.users.is_empty()) else {
             return Verdict::Forbidden;
-        }
-        match proxy_credentials(head) {
+        };
+        match basic_credentials(head, field) {
             Some((user, password)) if self.accepts(&user, &password) => Verdict::Allowed,
             _ => Verdict::NeedsCredentials,
         }
@@ -91,13 +102,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `user:password` from the head's `Proxy-Authorization: Basic` field.
-fn proxy_credentials(head: &[u8]) -> Option<(String, String)> {
+/// `user:password` from the head's `field: Basic ...` (`Proxy-Authorization` or `Authorization`).
+fn basic_credentials(head: &[u8], field: &str) -> Option<(String, String)> {
     let text = std::str::from_utf8(head).ok()?;
     let value = text.split("\r\n").skip(1).find_map(|line| {
         let (name, value) = line.split_once(':')?;
         name.trim()
-            .eq_ignore_ascii_case("proxy-authorization")
+            .eq_ignore_ascii_case(field)
             .then_some(value.trim())
     })?;
     let (scheme, token) = value.split_once(' ')?;

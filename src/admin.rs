@@ -2,7 +2,8 @@
 //! written back to `watchtower.toml`; the recent exchanges (a list, a live stream, a HAR file) and
 //! statistics; the CA certificate for devices to download; a PAC file; a health check.
 //!
-//! It listens on loopback only (`[admin]`, default 127.0.0.1:8889) and runs on its own thread,
+//! It listens on loopback (`[admin]`, default 127.0.0.1:8889; beyond loopback only with
+//! `[access]` rules, which then apply, with `Authorization: Basic`) and runs on its own thread,
 //! one short-lived thread per connection (at most [`MAX_CONNECTIONS`]), with blocking sockets and
 //! deadlines: admin calls are rare, and keeping them off the event loops keeps the proxy's
 //! request path free of them. Changes reach the loops through [`Live`] at once; connections
@@ -42,6 +43,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::access::{Access, Verdict};
 use crate::apilog::{ApiRecord, Exchanges, Kind, write_rfc3339};
 use crate::config::{self, Route, RouteError};
 use crate::event_loop::Gauges;
@@ -68,6 +70,8 @@ pub struct AdminState {
     pub exchanges: Arc<Exchanges>,
     /// Open connections, certificates minted, log records dropped.
     pub gauges: Gauges,
+    /// Who may use the admin API from other machines (`[admin] listen` beyond loopback).
+    pub access: Access,
     /// The address clients must name in `Host`.
     addr: SocketAddr,
     open: AtomicUsize,
@@ -81,6 +85,7 @@ impl AdminState {
         proxy_addr: SocketAddr,
         exchanges: Arc<Exchanges>,
         gauges: Gauges,
+        access: Access,
     ) -> AdminState {
         AdminState {
             live,
@@ -90,6 +95,7 @@ impl AdminState {
             proxy_addr,
             exchanges,
             gauges,
+            access,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             open: AtomicUsize::new(0),
         }
@@ -223,6 +229,10 @@ fn serve(conn: TcpStream, state: &AdminState) {
             }
         }
         let request = Request {
+            client: conn
+                .peer_addr()
+                .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip()),
+            local: conn.local_addr().ok(),
             method: head.method,
             method_text: String::from_utf8_lossy(head.method_span.of(&input)).into_owned(),
             path: String::from_utf8_lossy(head.path.of(&input)).into_owned(),
@@ -237,6 +247,7 @@ fn serve(conn: TcpStream, state: &AdminState) {
         if request.method == Method::Get
             && request.path.split('?').next() == Some("/api/exchanges/stream")
             && check_origin(&request, state.addr).is_none()
+            && check_access(&request, state).is_none()
         {
             stream_exchanges(&mut stream, &request, state);
             return;
@@ -260,6 +271,9 @@ fn read_more(stream: &mut &TcpStream, input: &mut Vec<u8>) -> bool {
 }
 
 struct Request {
+    /// Who is asking, and the address they reached (what a valid `Host` names).
+    client: std::net::IpAddr,
+    local: Option<SocketAddr>,
     method: Method,
     method_text: String,
     path: String,
@@ -281,6 +295,9 @@ impl Request {
 }
 
 fn handle(req: &Request, state: &AdminState) -> Reply {
+    if let Some(refusal) = check_access(req, state) {
+        return refusal;
+    }
     if let Some(refusal) = check_origin(req, state.addr) {
         return refusal;
     }
@@ -376,18 +393,38 @@ fn handle(req: &Request, state: &AdminState) -> Reply {
     }
 }
 
-/// DNS-rebinding and cross-site protection: the `Host` must name the admin address itself, and
-/// an `Origin`, when present, must be that same address.
+/// From other machines (`[admin] listen` beyond loopback), the `[access]` rules apply, with
+/// the credentials in `Authorization: Basic` (401 asks for them).
+fn check_access(req: &Request, state: &AdminState) -> Option<Reply> {
+    match state
+        .access
+        .check_credentials(req.client, &req.head, Some("authorization"))
+    {
+        Verdict::Allowed => None,
+        Verdict::NeedsCredentials => Some(Reply::error(401, "a user name and password are needed")),
+        Verdict::Forbidden => Some(Reply::error(
+            403,
+            format!("{} may not use the admin API", req.client),
+        )),
+    }
+}
+
+/// DNS-rebinding and cross-site protection: the `Host` must name the admin address itself (or
+/// the address the client actually reached), and an `Origin`, when present, must be that same
+/// address.
 fn check_origin(req: &Request, addr: SocketAddr) -> Option<Reply> {
     let port = addr.port();
+    let reached = req.local.map(|a| a.to_string());
     let ours = |authority: &str| {
         [
-            format!("127.0.0.1:{port}"),
-            format!("localhost:{port}"),
-            format!("[::1]:{port}"),
-            addr.to_string(),
+            Some(format!("127.0.0.1:{port}")),
+            Some(format!("localhost:{port}")),
+            Some(format!("[::1]:{port}")),
+            Some(addr.to_string()),
+            reached.clone(),
         ]
         .iter()
+        .flatten()
         .any(|a| a.eq_ignore_ascii_case(authority))
     };
     match &req.host {
@@ -896,8 +933,13 @@ fn percent_decode(text: &str) -> String {
 }
 
 fn write_reply(stream: &mut &TcpStream, reply: &Reply, keep_alive: bool) -> io::Result<()> {
+    let challenge = if reply.status == 401 {
+        "WWW-Authenticate: Basic realm=\"Watchtower admin\"\r\n"
+    } else {
+        ""
+    };
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{SECURITY_HEADERS}Connection: {}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{challenge}{SECURITY_HEADERS}Connection: {}\r\n\r\n",
         reply.status,
         reason(reply.status),
         reply.content_type,
@@ -919,6 +961,7 @@ fn reason(status: u16) -> &'static str {
         201 => "Created",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",

@@ -217,8 +217,8 @@ impl Config {
             .transpose()?;
         let timeouts = check_timeouts(&file, &raw.timeouts)?;
         let upstream_proxy = check_upstream(&file, raw.upstream)?;
-        let admin = check_admin(&file, raw.admin, &proxy)?;
         let access = check_access(&file, raw.access, proxy.listen, proxy.listen_span.clone())?;
+        let admin = check_admin(&file, raw.admin, &proxy, &access)?;
         let routes = check_routes(&file, raw.route)?;
 
         Ok(Config {
@@ -914,6 +914,7 @@ fn check_admin(
     file: &SourceText<'_>,
     raw: RawAdmin,
     proxy: &ProxySettings,
+    access: &Access,
 ) -> Result<Option<SocketAddr>, ConfigError> {
     if raw.enabled == Some(false) {
         return Ok(None);
@@ -928,13 +929,13 @@ fn check_admin(
                     format_args!("{:?} is not an IP address", value.get_ref()),
                 )
             })?;
-            if !ip.is_loopback() {
+            if !ip.is_loopback() && access.is_empty() {
                 return Err(file.error(
                     Some(value.span()),
                     "admin.listen",
                     format_args!(
-                        "{ip} is not a loopback address; the admin API changes routing for \
-                         everyone who uses the proxy, so it only listens on this machine"
+                        "{ip} lets other machines change routing for everyone who uses the \
+                         proxy; say who may first: [access] allow and/or users"
                     ),
                 ));
             }
@@ -1712,6 +1713,23 @@ enabled = false
             "[proxy]\nworkers = \"4\"\n",
             &["line 2", "expected an integer"],
         );
+    }
+
+    #[test]
+    fn the_admin_api_reaches_beyond_loopback_only_with_access_rules() {
+        assert_error(
+            "[admin]\nlisten = \"0.0.0.0\"\n",
+            &["line 2", "admin.listen", "[access] allow"],
+        );
+        let config =
+            parse("[admin]\nlisten = \"0.0.0.0\"\n[access]\nallow = [\"10.0.0.0/8\"]\n").unwrap();
+        assert_eq!(config.admin, Some("0.0.0.0:8889".parse().unwrap()));
+        assert_eq!(config.access.allow.len(), 1);
+        assert_error(
+            "[admin]\nport = 8888\n",
+            &["admin.port", "also used by proxy.proxy_port"],
+        );
+        assert_eq!(parse("[admin]\nenabled = false\n").unwrap().admin, None);
     }
 
     #[test]

@@ -163,6 +163,7 @@ fn run(args: &Args) -> ExitCode {
                 forward,
                 exchanges.clone().unwrap_or_else(|| Exchanges::new(1)),
                 proxy.gauges(),
+                config.access.clone(),
             );
             match admin::start(addr, state) {
                 Ok(bound) => Some(bound),
