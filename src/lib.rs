@@ -8,27 +8,35 @@
 //! # Data flow
 //!
 //! ```text
-//!  config ──► Config ──► RouteTable ─────────────┐
-//!                                                 ▼
+//!  config ──► Config ──► Live (switch + RouteTable) ◄── admin API, reload (other threads)
+//!                          │ read per request, no lock
+//!                          ▼
 //!  client ──► listener ─► event_loop ─► session ─► http (parse, frame, rewrite)
-//!  socket     (accept)    (Poll, slab,   (phases:      │
-//!                          timers)        ReadHead,    ▼
-//!                             ▲           Connect,   upstream socket (local target
-//!                             │           Exchange,   or real server)
-//!                  resolve ───┘           Tunnel,
-//!                  (threads + Waker)      Answer)
-//!                                            │ one ApiRecord per exchange/tunnel
-//!                                            ▼
-//!                                      apilog worker thread ─► api.jsonl, stderr
+//!  socket     (accept,    (one Poll per  (phases:      │
+//!             per worker)  worker: slab,  ReadHead,    ▼
+//!                          timers)        Connect,   upstream socket (local target, real
+//!                             ▲           Exchange,   server, or the upstream proxy; idle
+//!                             │           Tunnel,     ones parked in the per-loop pool)
+//!                  resolve ───┘           Answer)
+//!                  (dns client on the        │ one ApiRecord per exchange/tunnel
+//!                   loop, or system          ▼
+//!                   threads; shared cache) apilog worker thread ─► api.jsonl, stderr,
+//!                                                                  the admin API's ring
 //! ```
 //!
 //! Modules in data-flow order: [`config`] validates `watchtower.toml` into a [`config::Config`];
+//! [`live`] holds what changes at run time (the switch and the routes) for every loop;
 //! [`route`] decides local versus pass-through; [`event_loop`] runs one `mio::Poll` per worker
-//! thread, each with its own listeners (`SO_REUSEPORT`) and session slab; [`session`] is the per-connection state machine;
-//! [`http`] parses heads, tracks body framing and rewrites heads; [`relay`] owns the buffer
-//! pool and the readiness-aware copy primitives; [`resolve`] keeps name resolution off the
-//! loop thread; [`timer`] holds deadlines; [`apilog`] writes the API log on its own thread.
-//! The only `unsafe` lives in [`sys`].
+//! thread, each with its own listeners (`SO_REUSEPORT`) and session slab; [`session`] is the
+//! per-connection state machine (with the upstream connection pool); [`access`] says who may
+//! use listeners bound beyond loopback; [`http`] parses heads, tracks body framing, rewrites
+//! heads and carries the `Via` loop check; [`relay`] owns the buffer pool and the
+//! readiness-aware copy primitives; [`resolve`] and [`dns`] find real servers without blocking
+//! a loop; [`upstream_proxy`] is the `[upstream]` proxy and `no_proxy`; [`timer`] holds
+//! deadlines; [`apilog`] writes the API log on its own thread and keeps the recent exchanges;
+//! [`admin`] is the admin API and dashboard, [`reload`] watches the config file, and
+//! [`ca_command`] and [`control_command`] are the `ca`, `routing` and `routes` commands. The
+//! only `unsafe` lives in [`sys`] and `relay::splice`.
 #![deny(unsafe_code)]
 
 pub mod access;

@@ -42,13 +42,6 @@ fn admin_with(
     roundtrip(w.admin, &request)
 }
 
-fn get_via_proxy(w: &Watchtower, host: &str) -> Response {
-    roundtrip(
-        w.proxy,
-        &format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-    )
-}
-
 fn json(resp: &Response) -> serde_json::Value {
     serde_json::from_str(&resp.body_text()).unwrap_or_else(|e| panic!("{e}: {}", resp.body_text()))
 }
@@ -62,7 +55,7 @@ fn the_switch_applies_at_once_keeps_open_tunnels_and_is_written_back() {
         json(&admin(&w, "GET", "/api/routing", None))["enabled"],
         true
     );
-    assert_eq!(get_via_proxy(&w, "app.test").body_text(), "app GET /");
+    assert_eq!(w.get("app.test").body_text(), "app GET /");
 
     // A tunnel opened before the switch flips keeps carrying bytes after it.
     let mut c = w.connect_proxy();
@@ -78,7 +71,7 @@ fn the_switch_applies_at_once_keeps_open_tunnels_and_is_written_back() {
         (200, false.into())
     );
     // Off: app.test passes through to the real (unresolvable) app.test.
-    let resp = get_via_proxy(&w, "app.test");
+    let resp = w.get("app.test");
     assert_eq!(resp.status, 502, "{}", resp.body_text());
     pass_bytes(&mut c, &mut up, b"still open");
     pass_bytes(&mut up, &mut c, b"both ways");
@@ -90,7 +83,7 @@ fn the_switch_applies_at_once_keeps_open_tunnels_and_is_written_back() {
         false
     );
     admin(&w, "PUT", "/api/routing", Some(r#"{"enabled": true}"#));
-    assert_eq!(get_via_proxy(&w, "app.test").body_text(), "app GET /");
+    assert_eq!(w.get("app.test").body_text(), "app GET /");
 }
 
 #[test]
@@ -111,7 +104,7 @@ fn routes_are_added_changed_and_removed_with_the_config_files_validation() {
     assert_eq!(created.status, 201, "{}", created.body_text());
     assert_eq!(json(&created)["domain"], "api.test");
     assert_eq!(json(&created)["enabled"], true);
-    assert_eq!(get_via_proxy(&w, "api.test").body_text(), "two GET /");
+    assert_eq!(w.get("api.test").body_text(), "two GET /");
 
     // The config file's messages, with the field named.
     let dup = admin(
@@ -164,14 +157,10 @@ fn routes_are_added_changed_and_removed_with_the_config_files_validation() {
         )),
     );
     assert_eq!(changed.status, 200, "{}", changed.body_text());
-    assert_eq!(get_via_proxy(&w, "app.test").body_text(), "two GET /");
+    assert_eq!(w.get("app.test").body_text(), "two GET /");
     assert_eq!(admin(&w, "DELETE", "/api/routes/app", None).status, 204);
     assert_eq!(admin(&w, "DELETE", "/api/routes/app", None).status, 404);
-    assert_eq!(
-        get_via_proxy(&w, "app.test").status,
-        502,
-        "app.test still routed"
-    );
+    assert_eq!(w.get("app.test").status, 502, "app.test still routed");
     let listed = json(&admin(&w, "GET", "/api/routes", None));
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["id"], "api");
@@ -310,7 +299,7 @@ fn recent_exchanges_a_live_stream_a_har_file_and_statistics() {
         );
         assert_eq!(resp.status, 200);
     }
-    let missing = get_via_proxy(&w, "nowhere.invalid");
+    let missing = w.get("nowhere.invalid");
     assert_eq!(missing.status, 502);
 
     // The stream: an `exchange` event per request, in order.

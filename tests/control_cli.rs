@@ -17,13 +17,6 @@ fn cli(w: &Watchtower, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn get(w: &Watchtower, host: &str) -> Response {
-    roundtrip(
-        w.proxy,
-        &format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-    )
-}
-
 #[test]
 fn the_switch_and_routes_of_the_running_instance() {
     let app = Backend::named("app");
@@ -31,14 +24,14 @@ fn the_switch_and_routes_of_the_running_instance() {
     let w = Watchtower::with_routes(route("app", "app.test", app.port()));
     assert_eq!(cli(&w, &["routing", "status"]).1, "local routing on\n");
     assert_eq!(cli(&w, &["routing", "off"]).1, "local routing off\n");
-    assert_eq!(get(&w, "app.test").status, 502, "routing still on");
+    assert_eq!(w.get("app.test").status, 502, "routing still on");
     assert_eq!(cli(&w, &["routing", "on"]).1, "local routing on\n");
 
     let target = format!("127.0.0.1:{}", api.port());
     let (code, out, err) = cli(&w, &["routes", "add", "api", "api.test", &target]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("added api: api.test -> {target}\n"));
-    assert_eq!(get(&w, "api.test").body_text(), "api GET /");
+    assert_eq!(w.get("api.test").body_text(), "api GET /");
     let (code, _, err) = cli(&w, &["routes", "add", "again", "api.test", &target]);
     assert_eq!(code, 1);
     assert!(err.contains("is already routed by"), "{err}");
@@ -48,7 +41,7 @@ fn the_switch_and_routes_of_the_running_instance() {
             .1
             .ends_with("(disabled)\n")
     );
-    assert_eq!(get(&w, "api.test").status, 502);
+    assert_eq!(w.get("api.test").status, 502);
     let listed = cli(&w, &["routes", "list"]).1;
     assert_eq!(
         listed,

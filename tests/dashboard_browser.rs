@@ -184,20 +184,13 @@ fn base64_decode(text: &str) -> Vec<u8> {
     out
 }
 
-fn get_via_proxy(w: &Watchtower, host: &str) -> Response {
-    roundtrip(
-        w.proxy,
-        &format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-    )
-}
-
 #[test]
 fn the_switch_and_a_new_route_set_in_the_page_change_where_requests_go() {
     let app = Backend::named("app");
     let api = Backend::named("api");
     let w = Watchtower::with_routes(route("app", "app.test", app.port()));
     // One exchange already, so the list has a row.
-    assert_eq!(get_via_proxy(&w, "app.test").body_text(), "app GET /");
+    assert_eq!(w.get("app.test").body_text(), "app GET /");
 
     let driver = Driver::start();
     driver.open(&format!("http://{}/", w.admin));
@@ -209,14 +202,10 @@ fn the_switch_and_a_new_route_set_in_the_page_change_where_requests_go() {
     // The switch.
     driver.click("#routing");
     driver.wait_text("#routing-state", |t| t == "off");
-    assert_eq!(
-        get_via_proxy(&w, "app.test").status,
-        502,
-        "routing still on"
-    );
+    assert_eq!(w.get("app.test").status, 502, "routing still on");
     driver.click("#routing");
     driver.wait_text("#routing-state", |t| t == "on");
-    assert_eq!(get_via_proxy(&w, "app.test").body_text(), "app GET /");
+    assert_eq!(w.get("app.test").body_text(), "app GET /");
 
     // A route with a mistake: the message shows at the form, nothing changes.
     driver.clear_and_type("input[name=id]", "api");
@@ -231,7 +220,7 @@ fn the_switch_and_a_new_route_set_in_the_page_change_where_requests_go() {
     driver.clear_and_type("input[name=domain]", "api.test");
     driver.click("#save");
     driver.find("#routes tbody tr[data-id=\"api\"]");
-    assert_eq!(get_via_proxy(&w, "api.test").body_text(), "api GET /");
+    assert_eq!(w.get("api.test").body_text(), "api GET /");
     driver.wait_text("#exchanges tbody", |t| t.contains("api.test"));
     driver.screenshot("3-route-added");
     let text = std::fs::read_to_string(&w.config_path).unwrap();

@@ -10,18 +10,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn get(w: &Watchtower, host: &str) -> Response {
-    roundtrip(
-        w.proxy,
-        &format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-    )
-}
-
 /// Waits until a request for `host` through the proxy answers with `body`.
 fn wait_for_body(w: &Watchtower, host: &str, body: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let resp = get(w, host);
+        let resp = w.get(host);
         if resp.body_text() == body {
             return;
         }
@@ -41,7 +34,7 @@ fn an_edited_file_applies_its_routes_and_switch() {
     let one = Backend::named("one");
     let two = Backend::named("two");
     let w = Watchtower::with_routes(route("app", "app.test", one.port()));
-    assert_eq!(get(&w, "app.test").body_text(), "one GET /");
+    assert_eq!(w.get("app.test").body_text(), "one GET /");
     let text = fs::read_to_string(&w.config_path).unwrap();
     fs::write(
         &w.config_path,
@@ -61,7 +54,7 @@ fn an_edited_file_applies_its_routes_and_switch() {
     )
     .unwrap();
     let deadline = Instant::now() + WAIT;
-    while get(&w, "app.test").status != 502 {
+    while w.get("app.test").status != 502 {
         assert!(Instant::now() < deadline, "routing still on");
         thread::sleep(Duration::from_millis(50));
     }
@@ -84,7 +77,7 @@ fn an_invalid_file_is_refused_and_the_running_settings_stay() {
         line.contains("watchtower.toml") && line.contains("domain"),
         "{line}"
     );
-    assert_eq!(get(&w, "app.test").body_text(), "one GET /");
+    assert_eq!(w.get("app.test").body_text(), "one GET /");
 }
 
 #[test]

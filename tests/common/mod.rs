@@ -324,6 +324,14 @@ impl Watchtower {
         }
     }
 
+    /// `GET http://host/` through the forward proxy, on a new connection.
+    pub fn get(&self, host: &str) -> Response {
+        roundtrip(
+            self.proxy,
+            &format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        )
+    }
+
     /// A new connection to the forward proxy port.
     pub fn connect_proxy(&self) -> TcpStream {
         connect(self.proxy)
