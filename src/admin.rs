@@ -578,7 +578,13 @@ fn har_reply(state: &AdminState) -> Reply {
                 "cache": {},
                 "timings": {"send": 0, "wait": ms, "receive": 0},
             });
+            if let Some(c) = &r.capture {
+                add_captured(&mut entry, c);
+            }
             let mut comment = Vec::new();
+            if c_truncated(r) {
+                comment.push("bodies cut at [log] capture_bodies".to_owned());
+            }
             if let Some(route) = &r.route {
                 comment.push(format!("route {route}"));
             }
@@ -645,6 +651,77 @@ fn qr_svg(text: &str) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {dim} {dim}\" shape-rendering=\"crispEdges\">\
          <title>{text}</title><rect width=\"100%\" height=\"100%\" fill=\"#fff\"/><path d=\"{path}\" fill=\"#000\"/></svg>\n"
     )
+}
+
+fn c_truncated(r: &ApiRecord) -> bool {
+    r.capture.as_ref().is_some_and(|c| c.truncated)
+}
+
+/// The header fields of a head (after its first line) as HAR `{name, value}` pairs.
+fn har_headers(head: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| json!({"name": n.trim(), "value": v.trim()}))
+        .collect()
+}
+
+fn header_value(headers: &[Value], name: &str) -> String {
+    headers
+        .iter()
+        .find(|h| {
+            h["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .and_then(|h| h["value"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// A body as HAR text: as is when it is UTF-8, else base64 with `encoding`.
+fn har_text(body: &[u8]) -> (String, Option<&'static str>) {
+    match std::str::from_utf8(body) {
+        Ok(text) => (text.to_owned(), None),
+        Err(_) => (crate::upstream_proxy::base64(body), Some("base64")),
+    }
+}
+
+/// Fills a HAR entry's heads and bodies from what `capture_bodies` kept.
+fn add_captured(entry: &mut Value, c: &crate::apilog::Capture) {
+    let request_headers = har_headers(&c.request_head);
+    let response_headers = har_headers(&c.response_head);
+    entry["request"]["headersSize"] = c.request_head.len().into();
+    entry["request"]["bodySize"] = c.request_body.len().into();
+    if !c.request_body.is_empty() {
+        let (text, _) = har_text(&c.request_body);
+        entry["request"]["postData"] = json!({
+            "mimeType": header_value(&request_headers, "content-type"),
+            "text": text,
+        });
+    }
+    entry["request"]["headers"] = request_headers.into();
+    entry["response"]["headersSize"] = c.response_head.len().into();
+    entry["response"]["bodySize"] = c.response_body.len().into();
+    let status_text = String::from_utf8_lossy(&c.response_head)
+        .split("\r\n")
+        .next()
+        .and_then(|line| line.splitn(3, ' ').nth(2))
+        .unwrap_or("")
+        .to_owned();
+    entry["response"]["statusText"] = status_text.into();
+    let (text, encoding) = har_text(&c.response_body);
+    let mut content = json!({
+        "size": c.response_body.len(),
+        "mimeType": header_value(&response_headers, "content-type"),
+        "text": text,
+    });
+    if let Some(encoding) = encoding {
+        content["encoding"] = encoding.into();
+    }
+    entry["response"]["content"] = content;
+    entry["response"]["headers"] = response_headers.into();
 }
 
 fn stats_reply(state: &AdminState) -> Reply {

@@ -84,6 +84,9 @@ pub struct Config {
     /// Where API log lines go (absolute); `None` means no API log.
     pub api_log: Option<PathBuf>,
     pub timeouts: Timeouts,
+    /// `[log] capture_bodies`: bytes of each body (and the heads) kept with the recent exchanges
+    /// for the admin API's HAR export; 0 keeps none.
+    pub capture_bodies: usize,
     /// `[access]`: who may use listeners bound beyond loopback.
     pub access: Access,
     /// The admin API's address (`[admin]`); `None` when turned off.
@@ -210,6 +213,11 @@ impl Config {
 
         let proxy = check_proxy(&file, raw.proxy)?;
         let tls = check_tls(&file, raw.tls, &base_dir)?;
+        let capture_bodies = match &raw.log.capture_bodies {
+            None => 0,
+            Some(size) => parse_size(size.get_ref())
+                .map_err(|problem| file.error(Some(size.span()), "log.capture_bodies", problem))?,
+        };
         let api_log = raw
             .log
             .api_log
@@ -232,6 +240,7 @@ impl Config {
             tls,
             api_log,
             timeouts,
+            capture_bodies,
             access,
             admin,
             upstream_proxy,
@@ -254,6 +263,7 @@ impl Config {
             tls: default_tls_paths(),
             api_log: None,
             timeouts: Timeouts::default(),
+            capture_bodies: 0,
             access: Access::default(),
             admin: Some(SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -610,6 +620,7 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     api_log: Option<Spanned<String>>,
+    capture_bodies: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -867,6 +878,33 @@ fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
         return Err(format!("{text:?}: 0 is not a usable port (1-65535)"));
     }
     Ok(addr)
+}
+
+/// Largest `capture_bodies`: 64 MiB of each body, at most 1000 exchanges kept.
+const MAX_CAPTURE_BYTES: usize = 64 << 20;
+
+/// `"1MiB"`, `"512KiB"`, `"4096"` (bytes), `"0"` (off).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "KB" | "K" | "k" | "kB" => 1 << 10,
+        "MiB" | "MB" | "M" => 1 << 20,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size like \"1MiB\", \"512KiB\" or \"0\""
+            ));
+        }
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like \"1MiB\", \"512KiB\" or \"0\""))?;
+    match n.checked_mul(scale) {
+        Some(bytes) if bytes <= MAX_CAPTURE_BYTES => Ok(bytes),
+        _ => Err(format!("{text:?} is more than the 64MiB allowed")),
+    }
 }
 
 fn check_access(
@@ -1423,6 +1461,7 @@ enabled = false
                     upstream_header: Duration::from_secs(60),
                     idle: Duration::from_millis(250),
                 },
+                capture_bodies: 0,
                 access: Access::default(),
                 admin: Some("127.0.0.1:8889".parse().unwrap()),
                 upstream_proxy: None,
@@ -1730,6 +1769,29 @@ enabled = false
             &["admin.port", "also used by proxy.proxy_port"],
         );
         assert_eq!(parse("[admin]\nenabled = false\n").unwrap().admin, None);
+    }
+
+    #[test]
+    fn capture_sizes() {
+        for (text, bytes) in [
+            ("0", 0),
+            ("4096", 4096),
+            ("512KiB", 512 << 10),
+            ("1MiB", 1 << 20),
+            ("2 MB", 2 << 20),
+        ] {
+            let config = parse(&format!("[log]\ncapture_bodies = {text:?}\n")).unwrap();
+            assert_eq!(config.capture_bodies, bytes, "{text}");
+        }
+        assert_error(
+            "[log]\ncapture_bodies = \"lots\"\n",
+            &["line 2", "log.capture_bodies", "not a size"],
+        );
+        assert_error(
+            "[log]\ncapture_bodies = \"1GiB\"\n",
+            &["log.capture_bodies"],
+        );
+        assert_error("[log]\ncapture_bodies = \"65MiB\"\n", &["64MiB"]);
     }
 
     #[test]

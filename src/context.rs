@@ -47,6 +47,8 @@ pub struct Ctx {
     pub own_addrs: Vec<SocketAddr>,
     /// The local CA's certificate, PEM and DER, served on the forward port for devices.
     pub ca: Arc<(String, Vec<u8>)>,
+    /// `[log] capture_bodies`: bytes of each body kept with the record; 0 = no capture.
+    pub capture_limit: usize,
     /// `[access]`: who may use the listeners when they reach beyond loopback.
     pub access: Arc<Access>,
     /// `[upstream] proxy`, for pass-through traffic.

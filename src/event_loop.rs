@@ -225,6 +225,7 @@ struct WorkerParts {
     upstream_proxy: Option<Arc<UpstreamProxy>>,
     access: Arc<Access>,
     ca: Arc<(String, Vec<u8>)>,
+    capture_limit: usize,
     max_sessions: usize,
     max_buffers: usize,
     shutdown: Arc<Shutdown>,
@@ -359,6 +360,7 @@ impl Proxy {
                 upstream_proxy: upstream_proxy.clone(),
                 access: Arc::clone(&access),
                 ca: Arc::clone(&ca_shared),
+                capture_limit: config.capture_bodies,
                 max_sessions: MAX_SESSIONS.div_ceil(n),
                 max_buffers: MAX_BUFFERS.div_ceil(n),
                 shutdown: Arc::clone(&shutdown),
@@ -496,6 +498,7 @@ impl Worker {
             upstream_proxy: parts.upstream_proxy,
             access: parts.access,
             ca: parts.ca,
+            capture_limit: parts.capture_limit,
             draining: false,
             redrive: Vec::new(),
         };

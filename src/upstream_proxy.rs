@@ -261,7 +261,7 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// Standard base64 with padding (RFC 4648 §4), for Basic credentials.
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

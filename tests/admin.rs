@@ -490,3 +490,65 @@ fn concurrent_changes_all_land_and_the_file_stays_whole() {
     let on_disk = watchtower::Config::load(Some(&w.config_path)).unwrap();
     assert_eq!(on_disk.routes.len(), 40);
 }
+
+#[test]
+fn with_capture_bodies_the_har_has_heads_and_bodies_cut_at_the_limit() {
+    let app = Backend::start(|req| Reply {
+        status: 201,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: format!("{{\"got\": {}}}", req.body.len()).into_bytes(),
+    });
+    let w = Watchtower::start(Opts {
+        routes: route("app", "app.test", app.port()),
+        capture_bodies: Some("16"),
+        ..Default::default()
+    });
+    let body = "x".repeat(40);
+    let resp = roundtrip(
+        w.proxy,
+        &format!(
+            "POST http://app.test/upload?id=7 HTTP/1.1\r\nHost: app.test\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(resp.status, 201);
+    let deadline = std::time::Instant::now() + WAIT;
+    let har = loop {
+        let har = json(&admin(&w, "GET", "/api/exchanges.har", None));
+        if !har["log"]["entries"].as_array().unwrap().is_empty() {
+            break har;
+        }
+        assert!(std::time::Instant::now() < deadline, "no entry");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let entry = &har["log"]["entries"][0];
+    let request = &entry["request"];
+    assert_eq!(request["url"], "http://app.test/upload?id=7");
+    let names: Vec<&str> = request["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"Host") && names.contains(&"Via"),
+        "{names:?}"
+    );
+    assert_eq!(request["postData"]["mimeType"], "text/plain");
+    assert_eq!(
+        request["postData"]["text"],
+        "x".repeat(16),
+        "cut at 16 bytes"
+    );
+    let response = &entry["response"];
+    assert_eq!(response["status"], 201);
+    assert_eq!(response["content"]["mimeType"], "application/json");
+    assert_eq!(response["content"]["text"], "{\"got\": 40}");
+    assert!(
+        entry["comment"].as_str().unwrap().contains("cut"),
+        "{entry}"
+    );
+    // The API log lines stay as they were: no bodies there.
+    let line = w.wait_log_lines(1).remove(0);
+    assert!(!line.contains("xxxx"), "{line}");
+}

@@ -145,6 +145,7 @@ mod tests {
             bytes_in: 10,
             bytes_out: 20,
             error: None,
+            capture: None,
         }
     }
 

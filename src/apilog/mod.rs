@@ -13,5 +13,5 @@ pub mod stderr;
 mod worker;
 
 pub use exchanges::Exchanges;
-pub use record::{ApiRecord, Kind, Text, write_rfc3339};
+pub use record::{ApiRecord, Capture, Kind, Text, write_rfc3339};
 pub use worker::{LogError, LogOptions, LogSender, LogWorker, QUEUE_CAPACITY};

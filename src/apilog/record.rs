@@ -253,6 +253,34 @@ pub struct ApiRecord {
     pub bytes_out: u64,
     /// What went wrong, in a sentence; `None` when nothing did.
     pub error: Option<Text>,
+    /// Heads and the first bytes of the bodies, when `[log] capture_bodies` is on (kept with the
+    /// recent exchanges for the HAR export, never written to the API log).
+    pub capture: Option<Box<Capture>>,
+}
+
+/// What `[log] capture_bodies` keeps of one exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capture {
+    /// The request head as forwarded upstream.
+    pub request_head: Vec<u8>,
+    pub request_body: Vec<u8>,
+    /// The response head as the upstream sent it.
+    pub response_head: Vec<u8>,
+    /// The response body as relayed (chunked framing included when the upstream chunked it).
+    pub response_body: Vec<u8>,
+    /// A body was longer than the limit and was cut.
+    pub truncated: bool,
+}
+
+impl Capture {
+    /// Appends `bytes` to `body` up to `limit` bytes in all.
+    pub fn keep(body: &mut Vec<u8>, truncated: &mut bool, bytes: &[u8], limit: usize) {
+        let room = limit.saturating_sub(body.len());
+        if bytes.len() > room {
+            *truncated = true;
+        }
+        body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
 }
 
 impl ApiRecord {
@@ -483,6 +511,7 @@ mod tests {
             bytes_in: 120,
             bytes_out: 845,
             error: None,
+            capture: None,
         }
     }
 
@@ -501,6 +530,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 0,
             error: None,
+            capture: None,
         }
     }
 
@@ -801,7 +831,7 @@ mod tests {
         // Every queued record costs this much of the bounded channel's preallocated slots;
         // changing it should be a decision, not an accident.
         let size = std::mem::size_of::<ApiRecord>();
-        assert_eq!(size, 712, "size_of::<ApiRecord>() is now {size}");
+        assert_eq!(size, 720, "size_of::<ApiRecord>() is now {size}");
         let size = std::mem::size_of::<Text>();
         assert_eq!(size, 104, "size_of::<Text>() is now {size}");
         let size = std::mem::size_of::<Option<Text>>();

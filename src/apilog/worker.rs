@@ -361,6 +361,7 @@ mod tests {
             bytes_in: 100 + n,
             bytes_out: 800,
             error: None,
+            capture: None,
         }
     }
 

@@ -26,7 +26,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::apilog::Text;
+use crate::apilog::{Capture, Text};
 use crate::context::Ctx;
 use crate::http::{self, BodyFraming, BodyKind, ChunkError, Method, RequestHead, ResponseHead};
 use crate::relay::copy::{read_into, write_from, write_two};
@@ -400,6 +400,12 @@ impl Exchange {
                     self.head_sent += from_head;
                     let from_body = n - from_head;
                     if let Some(cin) = cin {
+                        capture(
+                            &mut conn.rec,
+                            ctx.capture_limit,
+                            |c| (&mut c.request_body, &mut c.truncated),
+                            &cin.filled()[..from_body],
+                        );
                         cin.consume(from_body);
                     }
                     self.req_ready -= from_body;
@@ -472,6 +478,12 @@ impl Exchange {
                     }
                     let from_body = n - from_head;
                     if let Some(uin) = self.uin.as_mut() {
+                        capture(
+                            &mut conn.rec,
+                            ctx.capture_limit,
+                            |c| (&mut c.response_body, &mut c.truncated),
+                            &uin.filled()[..from_body],
+                        );
                         uin.consume(from_body);
                     }
                     self.resp_ready -= from_body;
@@ -606,6 +618,9 @@ impl Exchange {
             return Err(Step::Close(CloseReason::UpstreamClosed));
         };
         let interim = (100..200).contains(&head.status) && head.status != 101;
+        if !interim && let Some(c) = conn.rec.as_mut().and_then(|r| r.api.capture.as_deref_mut()) {
+            c.response_head = uin.filled()[..head.head_len].to_vec();
+        }
         if !interim
             && self
                 .req_head
@@ -793,5 +808,22 @@ impl Exchange {
             format_args!("invalid chunked request body: {e}"),
             false,
         )
+    }
+}
+
+/// With `[log] capture_bodies` on, keeps `bytes` in the body `which` picks of the exchange's
+/// capture (its heads were kept when it started), up to `limit` bytes.
+fn capture(
+    rec: &mut Option<super::Rec>,
+    limit: usize,
+    which: impl FnOnce(&mut Capture) -> (&mut Vec<u8>, &mut bool),
+    bytes: &[u8],
+) {
+    if limit == 0 || bytes.is_empty() {
+        return;
+    }
+    if let Some(c) = rec.as_mut().and_then(|r| r.api.capture.as_deref_mut()) {
+        let (body, truncated) = which(c);
+        Capture::keep(body, truncated, bytes, limit);
     }
 }

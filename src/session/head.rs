@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::access::Verdict;
-use crate::apilog::{Kind, Text};
+use crate::apilog::{Capture, Kind, Text};
 use crate::context::Ctx;
 use crate::http::{
     self, BodyKind, Forwarding, HeadError, Method, ProxyForm, RequestHead, TargetForm,
@@ -432,7 +432,17 @@ fn route_request(head: &RequestHead, src: &[u8], conn: &mut Conn, ctx: &mut Ctx)
             }),
         };
         match http::write_request_head(src, head, &fwd, out.raw_mut()) {
-            Ok(n) => out.set_filled(n),
+            Ok(n) => {
+                out.set_filled(n);
+                if ctx.capture_limit > 0
+                    && let Some(rec) = conn.rec_mut()
+                {
+                    rec.capture = Some(Box::new(Capture {
+                        request_head: out.filled().to_vec(),
+                        ..Capture::default()
+                    }));
+                }
+            }
             Err(_) => {
                 ctx.pool.put(out);
                 return answer::reply(

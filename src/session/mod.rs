@@ -237,6 +237,7 @@ impl Conn {
                 bytes_in: 0,
                 bytes_out: 0,
                 error: None,
+                capture: None,
             },
             started: ctx.now,
         });
@@ -589,6 +590,6 @@ mod tests {
     #[test]
     fn session_size_is_a_visible_decision() {
         let size = std::mem::size_of::<Session>();
-        assert!(size <= 1472, "Session grew to {size} bytes");
+        assert!(size <= 1480, "Session grew to {size} bytes");
     }
 }

@@ -88,6 +88,8 @@ pub struct Opts {
     pub workers: Option<u16>,
     /// `[proxy] dns_server`.
     pub dns_server: Option<SocketAddr>,
+    /// `[log] capture_bodies`, e.g. "1KiB".
+    pub capture_bodies: Option<&'static str>,
 }
 
 impl Default for Opts {
@@ -103,6 +105,7 @@ impl Default for Opts {
             args: Vec::new(),
             workers: None,
             dns_server: None,
+            capture_bodies: None,
         }
     }
 }
@@ -176,8 +179,14 @@ impl Watchtower {
             "\n[tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\n{}",
             opts.tls
         );
+        if opts.api_log || opts.capture_bodies.is_some() {
+            toml += "\n[log]\n";
+        }
         if opts.api_log {
-            toml += "\n[log]\napi_log = \"api.jsonl\"\n";
+            toml += "api_log = \"api.jsonl\"\n";
+        }
+        if let Some(size) = opts.capture_bodies {
+            toml += &format!("capture_bodies = {size:?}\n");
         }
         if !opts.timeouts.is_empty() {
             toml += &format!("\n[timeouts]\n{}\n", opts.timeouts);
