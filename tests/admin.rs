@@ -552,3 +552,58 @@ fn with_capture_bodies_the_har_has_heads_and_bodies_cut_at_the_limit() {
     let line = w.wait_log_lines(1).remove(0);
     assert!(!line.contains("xxxx"), "{line}");
 }
+
+#[test]
+fn changes_survive_a_restart() {
+    let app = Backend::named("app");
+    let api = Backend::named("api");
+    let mut w = Watchtower::with_routes(route("app", "app.test", app.port()));
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    std::fs::write(&w.config_path, format!("# kept across edits\n{text}")).unwrap();
+    admin(&w, "PUT", "/api/routing", Some(r#"{"enabled": false}"#));
+    let body = format!(
+        r#"{{"id": "api", "domain": "api.test", "target_host": "127.0.0.1", "target_port": {}}}"#,
+        api.port()
+    );
+    assert_eq!(admin(&w, "POST", "/api/routes", Some(&body)).status, 201);
+
+    w.restart();
+    assert_eq!(
+        json(&admin(&w, "GET", "/api/routing", None))["enabled"],
+        false
+    );
+    admin(&w, "PUT", "/api/routing", Some(r#"{"enabled": true}"#));
+    assert_eq!(w.get("api.test").body_text(), "api GET /");
+    assert_eq!(w.get("app.test").body_text(), "app GET /");
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    assert!(text.starts_with("# kept across edits\n"), "{text}");
+}
+
+#[test]
+fn a_download_in_progress_finishes_where_it_started_when_routing_changes() {
+    let raw = RawBackend::start();
+    let w = Watchtower::with_routes(route("app", "app.test", raw.port()));
+    let mut c = w.connect_proxy();
+    c.write_all(b"GET http://app.test/big HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    let mut up = raw.accept();
+    read_raw_head(&mut up);
+    let total = 3 * 1024 * 1024;
+    write!(up, "HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n").unwrap();
+    let chunk = vec![b'd'; 1024 * 1024];
+    up.write_all(&chunk).unwrap();
+    // Halfway through, routing goes off and the route is removed.
+    admin(&w, "PUT", "/api/routing", Some(r#"{"enabled": false}"#));
+    assert_eq!(admin(&w, "DELETE", "/api/routes/app", None).status, 204);
+    let writer = std::thread::spawn(move || {
+        up.write_all(&chunk).unwrap();
+        up.write_all(&chunk).unwrap();
+        up
+    });
+    let mut r = BufReader::new(c);
+    let resp = read_response(&mut r).unwrap();
+    let _up = writer.join().unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), total);
+    assert!(resp.body.iter().all(|b| *b == b'd'));
+}

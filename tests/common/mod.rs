@@ -120,7 +120,7 @@ pub struct Watchtower {
     pub admin: SocketAddr,
     pub dir: TempDir,
     pub config_path: PathBuf,
-    stderr: Arc<(Mutex<Vec<String>>, Condvar)>,
+    stderr: StderrLines,
 }
 
 impl Watchtower {
@@ -196,33 +196,7 @@ impl Watchtower {
         toml += &opts.routes;
         let config_path = dir.path().join("watchtower.toml");
         std::fs::write(&config_path, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_watchtower"))
-            .arg("--config")
-            .arg(&config_path)
-            .args(&opts.args)
-            .current_dir(dir.path())
-            // Tests read info-level lines (the ready line, mints): a caller's RUST_LOG
-            // must not silence them.
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let sink = Arc::clone(&stderr);
-        let pipe = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let (lines, cv) = &*sink;
-                lines.lock().unwrap().push(line);
-                cv.notify_all();
-            }
-            let (lines, cv) = &*sink;
-            lines.lock().unwrap().push("<stderr closed>".into());
-            cv.notify_all();
-        });
+        let (child, stderr) = spawn_watchtower(&config_path, dir.path(), &opts.args);
         let mut w = Watchtower {
             child,
             proxy: SocketAddr::from(([127, 0, 0, 1], proxy_port)),
@@ -241,6 +215,22 @@ impl Watchtower {
                 Err(w.stderr_text())
             }
         }
+    }
+
+    /// Stops the process and starts it again on the same config file (which the test may have
+    /// changed), waiting until it is ready.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, stderr) = spawn_watchtower(&self.config_path, self.dir.path(), &[]);
+        self.child = child;
+        self.stderr = stderr;
+        let line = self.wait_for_stderr(|l| l.contains(" ready: ") || l == "<stderr closed>", WAIT);
+        assert!(
+            line.is_some_and(|l| l.contains(" ready: ")),
+            "watchtower did not restart:\n{}",
+            self.stderr_text()
+        );
     }
 
     /// Waits until a stderr line satisfies `pred`; returns it, or `None` at the deadline.
@@ -357,6 +347,40 @@ impl Drop for Watchtower {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+type StderrLines = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// Starts `watchtower --config <config> <args>` in `cwd`, collecting its stderr lines.
+fn spawn_watchtower(config: &Path, cwd: &Path, args: &[String]) -> (Child, StderrLines) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchtower"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .current_dir(cwd)
+        // Tests read info-level lines (the ready line, mints): a caller's RUST_LOG
+        // must not silence them.
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr: StderrLines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+    let sink = Arc::clone(&stderr);
+    let pipe = child.stderr.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let (lines, cv) = &*sink;
+            lines.lock().unwrap().push(line);
+            cv.notify_all();
+        }
+        let (lines, cv) = &*sink;
+        lines.lock().unwrap().push("<stderr closed>".into());
+        cv.notify_all();
+    });
+    (child, stderr)
 }
 
 /// Runs `watchtower <args>` to completion in `cwd` (it must finish within [`WAIT`]) and
