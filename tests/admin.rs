@@ -277,7 +277,13 @@ fn the_ca_and_a_pac_file_can_be_downloaded() {
 fn recent_exchanges_a_live_stream_a_har_file_and_statistics() {
     use std::io::BufRead;
     let app = Backend::named("app");
-    let w = Watchtower::with_routes(route("app", "app.test", app.port()));
+    // One event loop: records from different connections are then logged in the order the
+    // requests were answered (two loops may hand theirs to the log a moment apart).
+    let w = Watchtower::start(Opts {
+        routes: route("app", "app.test", app.port()),
+        workers: Some(1),
+        ..Default::default()
+    });
 
     // A stream opened now sees the exchanges that follow.
     let mut sse = connect(w.admin);
