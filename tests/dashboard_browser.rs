@@ -224,7 +224,11 @@ fn the_switch_and_a_new_route_set_in_the_page_change_where_requests_go() {
     driver.wait_text("#exchanges tbody", |t| t.contains("api.test"));
     driver.screenshot("3-route-added");
     // A phone-sized window: the same page, laid out for it.
-    driver.session_call("POST", "/window/rect", Some(json!({"width": 390, "height": 844})));
+    driver.session_call(
+        "POST",
+        "/window/rect",
+        Some(json!({"width": 390, "height": 844})),
+    );
     driver.find("#qr");
     driver.screenshot("4-phone-width");
     let text = std::fs::read_to_string(&w.config_path).unwrap();
