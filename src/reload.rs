@@ -101,6 +101,11 @@ fn reload(path: &Path, current: &mut Config, live: &Live) {
         ("[timeouts]", current.timeouts != new.timeouts),
         ("[upstream]", current.upstream_proxy != new.upstream_proxy),
         ("[admin]", current.admin != new.admin),
+        ("[access]", current.access != new.access),
+        (
+            "log.capture_bodies",
+            current.capture_bodies != new.capture_bodies,
+        ),
     ]
     .into_iter()
     .filter_map(|(what, changed)| changed.then_some(what))

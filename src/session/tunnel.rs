@@ -10,10 +10,10 @@
 //! When neither side speaks TLS through Watchtower (a blind CONNECT, a plain WebSocket), the
 //! bytes never need to reach user space: on Linux a direction that carries bulk data moves
 //! through a pipe with splice(2) (`relay::splice`), after any bytes already buffered have been
-//! delivered. A direction counts as bulk once one read fills a whole buffer; until then it is
-//! copied, because for the short exchanges most tunnels carry (a TLS handshake, one API call)
-//! a pipe pair costs more system calls (pipe2, fcntl, two splices per read, four closes) than it
-//! saves.
+//! delivered. A direction counts as bulk once one read fills a whole buffer or 128 KiB have
+//! passed; until then it is copied, because for the short exchanges most tunnels carry (a TLS
+//! handshake, one API call) a pipe pair costs more system calls (pipe2, fcntl, two splices per
+//! read, four closes) than it saves.
 
 use std::io;
 use std::time::Instant;
@@ -27,6 +27,10 @@ use crate::relay::{Buf, BufPool, IoOutcome, Ready};
 
 use super::{CloseReason, Conn, Step};
 
+/// A direction that has carried this much is bulk even if no single read filled a buffer (a
+/// sender whose segments arrive a little at a time).
+const BULK_BYTES: usize = 128 * 1024;
+
 /// The reply to a CONNECT whose upstream connection is up (RFC 9110 §9.3.6).
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
 
@@ -39,7 +43,9 @@ struct Flow {
     eof: bool,
     /// FIN was passed on to the destination; this direction is finished.
     shut: bool,
-    /// A read filled a whole buffer: worth splicing from now on.
+    /// Bytes read from the source so far (until the direction is bulk).
+    read: usize,
+    /// A read filled a whole buffer, or [`BULK_BYTES`] have come: worth splicing from now on.
     bulk: bool,
     /// Kernel pipe for zero-copy relaying, created once the direction is bulk.
     #[cfg(target_os = "linux")]
@@ -89,8 +95,9 @@ fn pump(
             },
         };
         match read_into(src, src_ready, buf) {
-            IoOutcome::Done(_) => {
-                flow.bulk |= buf.is_full();
+            IoOutcome::Done(n) => {
+                flow.read = flow.read.saturating_add(n);
+                flow.bulk |= buf.is_full() || flow.read >= BULK_BYTES;
                 moved = true;
             }
             IoOutcome::Eof => {
