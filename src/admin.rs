@@ -986,27 +986,9 @@ fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
     result
 }
 
+/// `%XX` escapes decoded; text that does not decode is taken as written.
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::upstream_proxy::percent_decode(text).unwrap_or_else(|| text.to_owned())
 }
 
 fn write_reply(stream: &mut &TcpStream, reply: &Reply, keep_alive: bool) -> io::Result<()> {

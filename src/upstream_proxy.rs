@@ -243,7 +243,8 @@ fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
     Some((host, port))
 }
 
-fn percent_decode(text: &str) -> Option<String> {
+/// `%XX` escapes decoded (RFC 3986 §2.1); `None` for a bad escape or bytes that are not UTF-8.
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
