@@ -740,6 +740,7 @@ fn stats_reply(state: &AdminState) -> Reply {
             "local_routing": state.live.routing(),
             "routes": state.live.routes().len(),
             "open_connections": open,
+            "max_connections": state.gauges.max_connections(),
             "exchanges": totals.exchanges,
             "status_classes": {"1xx": c1, "2xx": c2, "3xx": c3, "4xx": c4, "5xx": c5, "none": none},
             "bytes_in": totals.bytes_in,

@@ -48,6 +48,24 @@ const DEFAULT_CONNECT_SECS: u64 = 10;
 const DEFAULT_REQUEST_HEADER_SECS: u64 = 15;
 const DEFAULT_UPSTREAM_HEADER_SECS: u64 = 60;
 const DEFAULT_IDLE_SECS: u64 = 60;
+/// Highest `[proxy] max_connections` accepted.
+pub const MAX_CONNECTIONS: u32 = 1 << 20;
+/// `max_connections` when the file leaves it out and the open-file limit is generous.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Descriptors kept back from client connections for listeners, pollers, the log, the admin
+/// API, DNS and certificate files.
+pub const RESERVED_FDS: u64 = 64;
+
+/// The connection limit when `[proxy] max_connections` is left out: what the open-file limit
+/// allows at two descriptors per connection (client and upstream) after [`RESERVED_FDS`], at
+/// least 8 and at most [`DEFAULT_MAX_CONNECTIONS`].
+pub fn default_max_connections(open_file_limit: u64) -> usize {
+    let fit = open_file_limit.saturating_sub(RESERVED_FDS) / 2;
+    usize::try_from(fit)
+        .unwrap_or(usize::MAX)
+        .clamp(8, DEFAULT_MAX_CONNECTIONS)
+}
+
 /// Most event-loop threads `[proxy] workers` may ask for.
 pub const MAX_WORKERS: u16 = 256;
 /// The admin API's port when `[admin] port` is absent.
@@ -80,6 +98,9 @@ pub struct Config {
     pub local_routing: bool,
     /// Event-loop threads as configured; `None` means one per core ([`Config::worker_count`]).
     pub workers: Option<u16>,
+    /// `[proxy] max_connections`: client connections served at once over all workers; `None`
+    /// derives it from the open-file limit ([`default_max_connections`]).
+    pub max_connections: Option<u32>,
     pub tls: TlsPaths,
     /// Where API log lines go (absolute); `None` means no API log.
     pub api_log: Option<PathBuf>,
@@ -237,6 +258,7 @@ impl Config {
             dns_server: proxy.dns_server,
             local_routing: proxy.local_routing,
             workers: proxy.workers,
+            max_connections: proxy.max_connections,
             tls,
             api_log,
             timeouts,
@@ -260,6 +282,7 @@ impl Config {
             dns_server: None,
             local_routing: true,
             workers: None,
+            max_connections: None,
             tls: default_tls_paths(),
             api_log: None,
             timeouts: Timeouts::default(),
@@ -335,6 +358,10 @@ impl Config {
         match self.workers {
             Some(n) => writeln!(out, "workers: {n}")?,
             None => writeln!(out, "workers: {} (one per core)", self.worker_count())?,
+        }
+        match self.max_connections {
+            Some(n) => writeln!(out, "max connections: {n}")?,
+            None => writeln!(out, "max connections: from the open-file limit")?,
         }
         match self.dns_server {
             Some(addr) => writeln!(out, "dns server: {addr}")?,
@@ -606,6 +633,7 @@ struct RawProxy {
     dns_server: Option<Spanned<String>>,
     local_routing: Option<bool>,
     workers: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -753,6 +781,7 @@ struct ProxySettings {
     dns_server: Option<SocketAddr>,
     local_routing: bool,
     workers: Option<u16>,
+    max_connections: Option<u32>,
 }
 
 fn check_proxy(file: &SourceText<'_>, raw: RawProxy) -> Result<ProxySettings, ConfigError> {
@@ -832,6 +861,23 @@ fn check_proxy(file: &SourceText<'_>, raw: RawProxy) -> Result<ProxySettings, Co
         },
     };
 
+    let max_connections = match &raw.max_connections {
+        None => None,
+        Some(value) => match u32::try_from(*value.get_ref()) {
+            Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Some(n),
+            _ => {
+                return Err(file.error(
+                    Some(value.span()),
+                    "proxy.max_connections",
+                    format_args!(
+                        "{} is not a usable connection limit (1-{MAX_CONNECTIONS}; leave it out to derive it from the open-file limit)",
+                        value.get_ref()
+                    ),
+                ));
+            }
+        },
+    };
+
     Ok(ProxySettings {
         listen,
         listen_span: raw.listen.as_ref().map(Spanned::span),
@@ -841,6 +887,7 @@ fn check_proxy(file: &SourceText<'_>, raw: RawProxy) -> Result<ProxySettings, Co
         dns_server,
         local_routing: raw.local_routing.unwrap_or(true),
         workers,
+        max_connections,
     })
 }
 
@@ -1407,6 +1454,7 @@ reverse_https_port = 8443
 dns_server = "127.0.0.1:5353"
 local_routing = false
 workers = 3
+max_connections = 2000
 
 [tls]
 ca_cert = "ca.pem"
@@ -1449,6 +1497,7 @@ enabled = false
                 dns_server: Some("127.0.0.1:5353".parse().unwrap()),
                 local_routing: false,
                 workers: Some(3),
+                max_connections: Some(2000),
                 tls: TlsPaths {
                     ca_cert: PathBuf::from("/etc/watchtower/ca.pem"),
                     ca_key: PathBuf::from("/var/lib/wt/ca-key.pem"),
@@ -1729,6 +1778,27 @@ enabled = false
                 ("reverse_http", "[::1]:8080".parse().unwrap()),
             ]
         );
+    }
+
+    #[test]
+    fn max_connections_is_checked_and_otherwise_follows_the_open_file_limit() {
+        assert_eq!(parse("").unwrap().max_connections, None);
+        let config = parse("[proxy]\nmax_connections = 500\n").unwrap();
+        assert_eq!(config.max_connections, Some(500));
+        assert!(config.describe().contains("max connections: 500\n"));
+        for bad in ["0", "-3", "2000000"] {
+            assert_error(
+                &format!("[proxy]\nmax_connections = {bad}\n"),
+                &[
+                    "line 2",
+                    "proxy.max_connections",
+                    &format!("{bad} is not a usable connection limit"),
+                ],
+            );
+        }
+        assert_eq!(default_max_connections(1024), 480);
+        assert_eq!(default_max_connections(20), 8);
+        assert_eq!(default_max_connections(1 << 20), DEFAULT_MAX_CONNECTIONS);
     }
 
     #[test]

@@ -62,9 +62,13 @@ const POOL_TOKEN_BASE: usize = usize::MAX / 8;
 
 /// How long in-flight exchanges may run on after a shutdown signal.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
-/// Most client connections served at once, split evenly over the workers; a worker pauses
-/// accepting at its share.
-pub const MAX_SESSIONS: usize = 16_384;
+/// How soon a worker that stopped accepting at the connection limit looks again (another
+/// worker's connections may have closed meanwhile).
+const LIMIT_RETRY: Duration = Duration::from_millis(20);
+/// How soon a worker that ran out of file descriptors tries accepting again.
+const FD_RETRY: Duration = Duration::from_millis(100);
+/// Least time between two "not accepting" warnings while the proxy stays saturated.
+const PAUSE_WARNING_EVERY: Duration = Duration::from_secs(5);
 /// Most pooled buffers lent at once (64 KiB each: 1 GiB in the worst case), split over the
 /// workers.
 pub const MAX_BUFFERS: usize = 16_384;
@@ -140,6 +144,11 @@ struct Shutdown {
     wakers: Vec<Arc<Waker>>,
     /// Client connections open across all workers, by listener (see [`kind_index`]).
     open: [AtomicUsize; 3],
+    /// Client connections admitted (or being accepted) across all workers; never above
+    /// `max_connections`.
+    admitted: AtomicUsize,
+    /// `[proxy] max_connections`, or what the open-file limit allows.
+    max_connections: usize,
 }
 
 /// `Shutdown::open`'s slot for a listener kind.
@@ -168,6 +177,11 @@ impl Gauges {
             ("reverse_http", open(1)),
             ("reverse_https", open(2)),
         ]
+    }
+
+    /// Most client connections served at once (`[proxy] max_connections` or its default).
+    pub fn max_connections(&self) -> usize {
+        self.shutdown.max_connections
     }
 
     /// Leaf certificates minted since start.
@@ -226,7 +240,6 @@ struct WorkerParts {
     access: Arc<Access>,
     ca: Arc<(String, Vec<u8>)>,
     capture_limit: usize,
-    max_sessions: usize,
     max_buffers: usize,
     shutdown: Arc<Shutdown>,
 }
@@ -240,10 +253,12 @@ struct Worker {
     ctx: Ctx,
     signals: Option<UnixStream>,
     shutdown: Arc<Shutdown>,
-    max_sessions: usize,
     next_generation: u64,
-    /// Accepting stopped at the session cap or fd limit; retry after closes.
-    accept_paused: bool,
+    /// Accepting stopped at the connection limit or out of file descriptors: retry at this
+    /// instant, or sooner when one of this worker's connections closes.
+    accept_paused: Option<Instant>,
+    /// When the last "not accepting" warning was logged.
+    warned_paused: Option<Instant>,
 }
 
 impl Proxy {
@@ -268,9 +283,11 @@ impl Proxy {
             CertStore::new(ca, CERT_CACHE_NAMES).map_err(StartError::Certs)?,
         ));
         let n = config.worker_count().max(1);
-        if let Err(e) = crate::sys::raise_open_file_limit() {
-            log::warn!("could not raise the open-file limit: {e}");
-        }
+        let fd_limit = crate::sys::raise_open_file_limit().unwrap_or_else(|e| {
+            log::warn!("could not read or raise the open-file limit: {e}");
+            1024
+        });
+        let max_connections = connection_limit(config.max_connections, fd_limit);
 
         // Per listener, one socket per worker.
         let mut bound = Vec::new();
@@ -303,6 +320,8 @@ impl Proxy {
             announced: AtomicBool::new(false),
             wakers: wakers.clone(),
             open: Default::default(),
+            admitted: AtomicUsize::new(0),
+            max_connections,
         });
         let resolvers =
             ResolverPool::start().map_err(|e| StartError::Setup("resolver threads", e))?;
@@ -361,7 +380,6 @@ impl Proxy {
                 access: Arc::clone(&access),
                 ca: Arc::clone(&ca_shared),
                 capture_limit: config.capture_bodies,
-                max_sessions: MAX_SESSIONS.div_ceil(n),
                 max_buffers: MAX_BUFFERS.div_ceil(n),
                 shutdown: Arc::clone(&shutdown),
             });
@@ -439,6 +457,27 @@ impl Proxy {
     }
 }
 
+/// `[proxy] max_connections` if set (with a warning when the open-file limit cannot hold it),
+/// else what the limit allows.
+fn connection_limit(configured: Option<u32>, fd_limit: u64) -> usize {
+    let fit = crate::config::default_max_connections(fd_limit);
+    match configured {
+        Some(n) => {
+            let n = n as usize;
+            if n > fit {
+                log::warn!(
+                    "max_connections = {n} may not fit the open-file limit ({fd_limit}, about {fit} connections at two descriptors each); when descriptors run out Watchtower stops accepting for a moment and answers 503 to requests it cannot connect upstream"
+                );
+            }
+            n
+        }
+        None => {
+            log::debug!("max_connections: {fit} (open-file limit {fd_limit})");
+            fit
+        }
+    }
+}
+
 /// Binds `addr` once per worker, each socket with `SO_REUSEPORT` when there are several; returns
 /// the address bound (its port filled in when `addr` asked for port 0).
 fn bind_listener(addr: SocketAddr, workers: usize) -> io::Result<(SocketAddr, Vec<TcpListener>)> {
@@ -510,9 +549,9 @@ impl Worker {
             ctx,
             signals: parts.signals,
             shutdown: parts.shutdown,
-            max_sessions: parts.max_sessions,
             next_generation: 1,
-            accept_paused: false,
+            accept_paused: None,
+            warned_paused: None,
         }
     }
 
@@ -583,6 +622,9 @@ impl Worker {
             self.resolver_answers();
             self.fire_deadlines();
             self.redrive();
+            if self.accept_paused.is_some_and(|at| self.ctx.now >= at) {
+                self.resume_accepting();
+            }
             self.accept_all();
             if let Some(until) = drain_until
                 && (self.sessions.is_empty() || self.ctx.now >= until)
@@ -595,7 +637,7 @@ impl Worker {
     fn poll_timeout(&self, drain_until: Option<Instant>) -> Option<Duration> {
         let busy = !self.ctx.redrive.is_empty()
             || self.ctx.resolver.has_ready()
-            || (!self.accept_paused && self.listeners.iter().any(|l| l.pending));
+            || (self.accept_paused.is_none() && self.listeners.iter().any(|l| l.pending));
         if busy {
             return Some(Duration::ZERO);
         }
@@ -604,6 +646,7 @@ impl Worker {
             drain_until,
             self.ctx.resolver.next_wake(),
             self.ctx.upstreams.next_wake(),
+            self.accept_paused,
         ]
         .into_iter()
         .flatten()
@@ -613,7 +656,7 @@ impl Worker {
     }
 
     fn accept_all(&mut self) {
-        if self.accept_paused {
+        if self.accept_paused.is_some() {
             return;
         }
         for i in 0..self.listeners.len() {
@@ -625,15 +668,25 @@ impl Worker {
 
     fn accept(&mut self, i: usize) {
         for _ in 0..ACCEPTS_PER_TURN {
-            if self.sessions.len() >= self.max_sessions {
-                self.pause_accepting("session limit reached");
-                return;
-            }
             let Some(listener) = self.listeners[i].sock.as_ref() else {
                 self.listeners[i].pending = false;
                 return;
             };
-            match listener.accept() {
+            // Reserve the slot first, so workers accepting at once cannot overshoot.
+            let limit = self.shutdown.max_connections;
+            if self.shutdown.admitted.fetch_add(1, Ordering::AcqRel) >= limit {
+                self.shutdown.admitted.fetch_sub(1, Ordering::AcqRel);
+                self.pause_accepting(
+                    format_args!("max_connections ({limit}) reached"),
+                    LIMIT_RETRY,
+                );
+                return;
+            }
+            let accepted = listener.accept();
+            if accepted.is_err() {
+                self.shutdown.admitted.fetch_sub(1, Ordering::AcqRel);
+            }
+            match accepted {
                 Ok((sock, addr)) => self.admit(i, sock, addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.listeners[i].pending = false;
@@ -641,7 +694,7 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    self.pause_accepting("out of file descriptors");
+                    self.pause_accepting(format_args!("out of file descriptors ({e})"), FD_RETRY);
                     return;
                 }
                 // ECONNABORTED and friends concern one connection only.
@@ -650,14 +703,29 @@ impl Worker {
         }
     }
 
-    fn pause_accepting(&mut self, why: &str) {
-        if !self.accept_paused {
+    /// Leaves waiting clients in the kernel's accept queue until `retry` has passed or one of
+    /// this worker's connections closes.
+    fn pause_accepting(&mut self, why: std::fmt::Arguments<'_>, retry: Duration) {
+        let now = self.ctx.now;
+        if self
+            .warned_paused
+            .is_none_or(|at| now.saturating_duration_since(at) >= PAUSE_WARNING_EVERY)
+        {
             log::warn!(
-                "not accepting new connections for now: {why} ({} open)",
-                self.sessions.len()
+                "not accepting new connections for now: {why}; {} open on this worker, {} in all; waiting clients stay queued",
+                self.sessions.len(),
+                self.shutdown.admitted.load(Ordering::Relaxed)
             );
+            self.warned_paused = Some(now);
         }
-        self.accept_paused = true;
+        self.accept_paused = Some(now + retry);
+    }
+
+    fn resume_accepting(&mut self) {
+        self.accept_paused = None;
+        for l in &mut self.listeners {
+            l.pending = l.sock.is_some();
+        }
     }
 
     fn admit(&mut self, i: usize, mut sock: mio::net::TcpStream, addr: SocketAddr) {
@@ -672,6 +740,7 @@ impl Worker {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::warn!("cannot register a connection from {addr}: {e}");
+            self.shutdown.admitted.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let generation = self.next_generation;
@@ -691,12 +760,10 @@ impl Worker {
     fn remove(&mut self, key: usize) {
         if let Some(session) = self.sessions.try_remove(key) {
             self.shutdown.open[kind_index(session.listener())].fetch_sub(1, Ordering::Relaxed);
+            self.shutdown.admitted.fetch_sub(1, Ordering::AcqRel);
         }
-        if self.accept_paused {
-            self.accept_paused = false;
-            for l in &mut self.listeners {
-                l.pending = l.sock.is_some();
-            }
+        if self.accept_paused.is_some() {
+            self.resume_accepting();
         }
     }
 
@@ -779,6 +846,15 @@ impl Worker {
                     .sum::<usize>(),
                 DRAIN_GRACE.as_secs()
             );
+        }
+        // Connections the kernel completed but we had not accepted yet would be reset when
+        // the listener closes, with their requests possibly already sent: take them in first,
+        // so they are answered (or closed as idle) like every other connection.
+        for i in 0..self.listeners.len() {
+            self.listeners[i].pending = self.listeners[i].sock.is_some();
+            while self.listeners[i].pending && self.accept_paused.is_none() {
+                self.accept(i);
+            }
         }
         for l in &mut self.listeners {
             if let Some(mut sock) = l.sock.take() {

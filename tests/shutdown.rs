@@ -97,3 +97,167 @@ fn sigterm_with_idle_keep_alive_connection_exits_promptly() {
     let log = std::fs::read_to_string(w.api_log_path()).unwrap();
     assert_eq!(log.lines().count(), 1, "{log}");
 }
+
+/// What one load client saw.
+#[derive(Default)]
+struct Outcomes {
+    /// Requests answered 200 with the right body: their paths.
+    answered: Vec<String>,
+    /// Requests sent that got no answer (the connection was refused, reset or closed first).
+    unanswered: Vec<String>,
+}
+
+#[test]
+fn sigterm_under_load_answers_every_request_it_took_in() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    // Requests for /held/... wait at the backend until the test lets them go.
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let backend_gate = Arc::clone(&gate);
+    let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let backend_arrived = Arc::clone(&arrived);
+    let b = Backend::start(move |req| {
+        backend_arrived.fetch_add(1, Ordering::SeqCst);
+        if req.target.starts_with("/held/") {
+            let (open, cv) = &*backend_gate;
+            let guard = open.lock().unwrap();
+            drop(cv.wait_while(guard, |open| !*open).unwrap());
+        }
+        Reply::text(200, &format!("ok {}", req.target))
+    });
+    let mut w = Watchtower::start(Opts::default());
+    let (proxy, port) = (w.proxy, b.port());
+
+    // Requests in flight at the signal.
+    let held: Vec<_> = (0..4)
+        .map(|i| {
+            thread::spawn(move || {
+                let path = format!("/held/{i}");
+                let resp = roundtrip(proxy, &abs_get(port, &path));
+                (resp.status, resp.body_text(), path)
+            })
+        })
+        .collect();
+    wait_until_seen(&arrived, 4);
+
+    // Steady load: half the clients keep connections alive, half open one per request.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..6)
+        .map(|t| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut out = Outcomes::default();
+                let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let path = format!("/load/{t}/{n}");
+                    n += 1;
+                    if conn.is_none() {
+                        match TcpStream::connect(proxy) {
+                            Ok(s) => {
+                                s.set_read_timeout(Some(WAIT)).unwrap();
+                                let r = BufReader::new(s.try_clone().unwrap());
+                                conn = Some((s, r));
+                            }
+                            // Refused: the listener is closed; nothing was sent.
+                            Err(_) => break,
+                        }
+                    }
+                    let (s, r) = conn.as_mut().unwrap();
+                    let sent = s.write_all(abs_get(port, &path).as_bytes()).is_ok();
+                    match read_response(r) {
+                        Ok(resp) if sent => {
+                            assert_eq!(
+                                (resp.status, resp.body_text()),
+                                (200, format!("ok {path}")),
+                                "a wrong answer during shutdown"
+                            );
+                            out.answered.push(path);
+                            let closing = resp
+                                .header("connection")
+                                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                            if closing || t % 2 == 1 {
+                                conn = None;
+                            }
+                        }
+                        _ => {
+                            out.unanswered.push(path);
+                            conn = None;
+                        }
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    // Let the load run, then signal while it keeps coming.
+    wait_until_seen(&arrived, 200);
+    w.sigterm();
+    wait_refused(w.proxy, Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    for h in held {
+        let (status, body, path) = h.join().unwrap();
+        assert_eq!(
+            (status, body),
+            (200, format!("ok {path}")),
+            "in-flight {path}"
+        );
+    }
+    let outcomes: Vec<Outcomes> = load.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(w.wait_exit(Duration::from_secs(10)), Some(0), "exit code");
+
+    // Every request that reached the backend was answered to its client, and every request
+    // Watchtower read is in its log with a status: nothing taken in was dropped.
+    let answered: std::collections::HashSet<&str> = outcomes
+        .iter()
+        .flat_map(|o| o.answered.iter().map(String::as_str))
+        .collect();
+    for seen in b.requests() {
+        if seen.target.starts_with("/load/") {
+            assert!(
+                answered.contains(seen.target.as_str()),
+                "{} reached the backend but its answer was lost",
+                seen.target
+            );
+        }
+    }
+    let log = std::fs::read_to_string(w.api_log_path()).unwrap();
+    for line in log.lines() {
+        let f = json_fields(line);
+        assert_ne!(
+            f["status"], "null",
+            "a request was read but not answered: {line}"
+        );
+    }
+    let unanswered: Vec<&String> = outcomes.iter().flat_map(|o| &o.unanswered).collect();
+    for path in &unanswered {
+        assert!(
+            !log.contains(&format!("\"{path}\"")),
+            "{path} was logged but its client got no answer"
+        );
+    }
+    assert!(answered.len() >= 200, "only {} answered", answered.len());
+    eprintln!(
+        "{} load requests answered, {} not taken in (sent as the listener closed)",
+        answered.len(),
+        unanswered.len()
+    );
+}
+
+/// Waits until the backend has had `n` requests.
+fn wait_until_seen(arrived: &std::sync::atomic::AtomicUsize, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while arrived.load(std::sync::atomic::Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the backend had fewer than {n} requests"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}

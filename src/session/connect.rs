@@ -49,6 +49,23 @@ pub(super) fn start(mut x: Exchange, conn: &mut Conn, ctx: &mut Ctx) -> Step {
                 });
                 return Step::Next(Phase::Connect(x));
             }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                log::warn!(
+                    "session {}: cannot open a connection to {}: {e}",
+                    conn.key,
+                    x.upstream_name()
+                );
+                return answer::reply(
+                    conn,
+                    ctx,
+                    503,
+                    format_args!(
+                        "Watchtower is out of file descriptors ({e}) and cannot connect to {} now; try again in a moment, or raise the open-file limit (ulimit -n) or lower [proxy] max_connections",
+                        x.upstream_name()
+                    ),
+                    false,
+                );
+            }
             Err(e) => x.dial_failed(e.kind()),
         }
     }

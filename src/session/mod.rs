@@ -475,8 +475,19 @@ impl Session {
         if let Phase::ReadHead(r) = &self.phase
             && !r.has_started()
         {
-            self.close(CloseReason::Shutdown, ctx);
-            return false;
+            // A request may be waiting in the socket that no readiness event has announced
+            // yet (it arrived during this very iteration): read before calling the connection
+            // idle, so a request the client finished sending is answered, not dropped.
+            self.conn.client_ready.readable = true;
+            if !self.drive(ctx) {
+                return false;
+            }
+            if let Phase::ReadHead(r) = &self.phase
+                && !r.has_started()
+            {
+                self.close(CloseReason::Shutdown, ctx);
+                return false;
+            }
         }
         true
     }

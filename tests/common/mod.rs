@@ -90,6 +90,10 @@ pub struct Opts {
     pub dns_server: Option<SocketAddr>,
     /// `[log] capture_bodies`, e.g. "1KiB".
     pub capture_bodies: Option<&'static str>,
+    /// Extra lines for the `[proxy]` table, e.g. `"max_connections = 8\n"`.
+    pub proxy: String,
+    /// Run under `ulimit -n` of this many open files (soft and hard).
+    pub open_files: Option<u32>,
 }
 
 impl Default for Opts {
@@ -106,6 +110,8 @@ impl Default for Opts {
             workers: None,
             dns_server: None,
             capture_bodies: None,
+            proxy: String::new(),
+            open_files: None,
         }
     }
 }
@@ -121,6 +127,7 @@ pub struct Watchtower {
     pub dir: TempDir,
     pub config_path: PathBuf,
     stderr: StderrLines,
+    open_files: Option<u32>,
 }
 
 impl Watchtower {
@@ -174,6 +181,7 @@ impl Watchtower {
         if let Some(dns) = opts.dns_server {
             toml += &format!("dns_server = \"{dns}\"\n");
         }
+        toml += &opts.proxy;
         // Never the user's data directory: each run gets its own CA.
         toml += &format!(
             "\n[tls]\nca_cert = \"ca.pem\"\nca_key = \"ca-key.pem\"\n{}",
@@ -196,7 +204,8 @@ impl Watchtower {
         toml += &opts.routes;
         let config_path = dir.path().join("watchtower.toml");
         std::fs::write(&config_path, toml).unwrap();
-        let (child, stderr) = spawn_watchtower(&config_path, dir.path(), &opts.args);
+        let (child, stderr) =
+            spawn_watchtower(&config_path, dir.path(), &opts.args, opts.open_files);
         let mut w = Watchtower {
             child,
             proxy: SocketAddr::from(([127, 0, 0, 1], proxy_port)),
@@ -206,6 +215,7 @@ impl Watchtower {
             dir,
             config_path,
             stderr,
+            open_files: opts.open_files,
         };
         let line = w.wait_for_stderr(|l| l.contains(" ready: ") || l == "<stderr closed>", WAIT);
         match line {
@@ -222,7 +232,8 @@ impl Watchtower {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, stderr) = spawn_watchtower(&self.config_path, self.dir.path(), &[]);
+        let (child, stderr) =
+            spawn_watchtower(&self.config_path, self.dir.path(), &[], self.open_files);
         self.child = child;
         self.stderr = stderr;
         let line = self.wait_for_stderr(|l| l.contains(" ready: ") || l == "<stderr closed>", WAIT);
@@ -352,8 +363,26 @@ impl Drop for Watchtower {
 type StderrLines = Arc<(Mutex<Vec<String>>, Condvar)>;
 
 /// Starts `watchtower --config <config> <args>` in `cwd`, collecting its stderr lines.
-fn spawn_watchtower(config: &Path, cwd: &Path, args: &[String]) -> (Child, StderrLines) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_watchtower"))
+fn spawn_watchtower(
+    config: &Path,
+    cwd: &Path,
+    args: &[String],
+    open_files: Option<u32>,
+) -> (Child, StderrLines) {
+    let bin = env!("CARGO_BIN_EXE_watchtower");
+    let mut command = match open_files {
+        // The shell lowers the limit (soft and hard, so Watchtower cannot raise it back) and
+        // becomes Watchtower, keeping the pid.
+        Some(n) => {
+            let mut c = Command::new("bash");
+            c.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = command
         .arg("--config")
         .arg(config)
         .args(args)
