@@ -14,6 +14,9 @@ use super::record::ApiRecord;
 
 /// Records kept by default.
 pub const DEFAULT_CAPACITY: usize = 1000;
+/// Most captured heads and bodies (`[log] capture_bodies`) the ring holds in all; past it the
+/// oldest records lose their captures (the records themselves stay).
+pub const CAPTURE_BUDGET: usize = 64 << 20;
 
 /// Totals since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +34,8 @@ struct Inner {
     /// The sequence number the next record gets (the first is 1).
     next: u64,
     totals: Totals,
+    /// Bytes of captures the ring holds.
+    captured: usize,
 }
 
 /// The ring and the totals.
@@ -39,19 +44,27 @@ pub struct Exchanges {
     inner: Mutex<Inner>,
     arrived: Condvar,
     capacity: usize,
+    capture_budget: usize,
     started: Instant,
 }
 
 impl Exchanges {
     pub fn new(capacity: usize) -> Arc<Exchanges> {
+        Exchanges::with_capture_budget(capacity, CAPTURE_BUDGET)
+    }
+
+    /// A ring of `capacity` records holding at most `capture_budget` bytes of captures.
+    pub fn with_capture_budget(capacity: usize, capture_budget: usize) -> Arc<Exchanges> {
         Arc::new(Exchanges {
             inner: Mutex::new(Inner {
                 ring: VecDeque::with_capacity(capacity.min(4096)),
                 next: 1,
                 totals: Totals::default(),
+                captured: 0,
             }),
             arrived: Condvar::new(),
             capacity: capacity.max(1),
+            capture_budget,
             started: Instant::now(),
         })
     }
@@ -70,10 +83,21 @@ impl Exchanges {
         totals.by_class[class] += 1;
         totals.bytes_in += record.bytes_in;
         totals.bytes_out += record.bytes_out;
-        if inner.ring.len() == self.capacity {
-            inner.ring.pop_front();
+        if inner.ring.len() == self.capacity
+            && let Some((_, old)) = inner.ring.pop_front()
+        {
+            inner.captured -= captured_bytes(&old);
         }
+        inner.captured += captured_bytes(record);
         inner.ring.push_back((seq, record.clone()));
+        // Over budget: the oldest captures go first (the newest record keeps its own unless it
+        // alone is over the budget).
+        let mut i = 0;
+        while inner.captured > self.capture_budget && i < inner.ring.len() {
+            let dropped = inner.ring[i].1.capture.take().map_or(0, |c| c.bytes());
+            inner.captured -= dropped;
+            i += 1;
+        }
         drop(inner);
         self.arrived.notify_all();
     }
@@ -119,9 +143,18 @@ impl Exchanges {
         self.started.elapsed()
     }
 
+    /// Bytes of captured heads and bodies held now.
+    pub fn captured_bytes(&self) -> usize {
+        self.lock().captured
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn captured_bytes(record: &ApiRecord) -> usize {
+    record.capture.as_ref().map_or(0, |c| c.bytes())
 }
 
 #[cfg(test)]
@@ -166,6 +199,35 @@ mod tests {
         assert_eq!(totals.exchanges, 5);
         assert_eq!(totals.by_class, [1, 1, 0, 1, 1, 1]);
         assert_eq!((totals.bytes_in, totals.bytes_out), (50, 100));
+    }
+
+    #[test]
+    fn captures_past_the_budget_are_dropped_oldest_first_and_the_records_kept() {
+        use crate::apilog::record::Capture;
+        let ex = Exchanges::with_capture_budget(10, 2500);
+        for _ in 0..4 {
+            let mut r = record(Some(200));
+            r.capture = Some(Box::new(Capture {
+                request_head: vec![b'h'; 100],
+                request_body: Vec::new(),
+                response_head: vec![b'h'; 100],
+                response_body: vec![b'b'; 800],
+                truncated: false,
+            }));
+            ex.push(&r);
+        }
+        let kept: Vec<bool> = ex
+            .after(0, 10)
+            .iter()
+            .map(|(_, r)| r.capture.is_some())
+            .collect();
+        assert_eq!(kept, [false, false, true, true]);
+        assert_eq!(ex.captured_bytes(), 2000);
+        // Records leaving the ring give their bytes back.
+        for _ in 0..10 {
+            ex.push(&record(Some(200)));
+        }
+        assert_eq!(ex.captured_bytes(), 0);
     }
 
     #[test]

@@ -273,6 +273,14 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.request_head.len()
+            + self.request_body.len()
+            + self.response_head.len()
+            + self.response_body.len()
+    }
+
     /// Appends `bytes` to `body` up to `limit` bytes in all.
     pub fn keep(body: &mut Vec<u8>, truncated: &mut bool, bytes: &[u8], limit: usize) {
         let room = limit.saturating_sub(body.len());
