@@ -15,6 +15,15 @@
 //! body (`Content-Type: application/json`), which a cross-site form cannot send without a
 //! CORS preflight that is never granted.
 //!
+//! Nor may other users of the machine, who can reach loopback ports too: every `/api/` call but
+//! `/api/phone` needs the admin token, a random secret kept in `admin.token` beside the CA key
+//! (mode 0600, so only the user who runs Watchtower can read it), sent as
+//! `Authorization: Bearer <token>`, `X-Watchtower-Token: <token>`, or (GET only, for the
+//! dashboard's event stream and downloads) `?token=`. Without it: 403. The dashboard page
+//! itself is public; it reads the token from the `#token=` fragment of the link Watchtower
+//! prints at start (a fragment never reaches a server or a log) and keeps it in the tab's
+//! session storage.
+//!
 //! | method and path | what |
 //! |---|---|
 //! | `GET /` | the dashboard (`/app.js`, `/app.css`): switch, routes, live exchanges, phone set-up |
@@ -72,6 +81,8 @@ pub struct AdminState {
     pub gauges: Gauges,
     /// Who may use the admin API from other machines (`[admin] listen` beyond loopback).
     pub access: Access,
+    /// The secret `/api/` calls must carry (see the module doc).
+    token: String,
     /// The address clients must name in `Host`.
     addr: SocketAddr,
     open: AtomicUsize,
@@ -88,6 +99,7 @@ impl AdminState {
         access: Access,
     ) -> AdminState {
         AdminState {
+            token: String::new(),
             live,
             config_path,
             ca_pem,
@@ -102,11 +114,13 @@ impl AdminState {
     }
 }
 
-/// Binds `addr` and serves the admin API on a thread of its own; returns the bound address.
-pub fn start(addr: SocketAddr, mut state: AdminState) -> io::Result<SocketAddr> {
+/// Binds `addr` and serves the admin API on a thread of its own, `/api/` calls requiring
+/// `token`; returns the bound address.
+pub fn start(addr: SocketAddr, mut state: AdminState, token: String) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     state.addr = bound;
+    state.token = token;
     let state = Arc::new(state);
     thread::Builder::new()
         .name("watchtower-admin".into())
@@ -248,6 +262,7 @@ fn serve(conn: TcpStream, state: &AdminState) {
             && request.path.split('?').next() == Some("/api/exchanges/stream")
             && check_origin(&request, state.addr).is_none()
             && check_access(&request, state).is_none()
+            && check_token(&request, state).is_none()
         {
             stream_exchanges(&mut stream, &request, state);
             return;
@@ -299,6 +314,9 @@ fn handle(req: &Request, state: &AdminState) -> Reply {
         return refusal;
     }
     if let Some(refusal) = check_origin(req, state.addr) {
+        return refusal;
+    }
+    if let Some(refusal) = check_token(req, state) {
         return refusal;
     }
     let changes = matches!(req.method, Method::Post | Method::Put | Method::Delete);
@@ -406,6 +424,98 @@ fn check_access(req: &Request, state: &AdminState) -> Option<Reply> {
             403,
             format!("{} may not use the admin API", req.client),
         )),
+    }
+}
+
+/// Every `/api/` call but `/api/phone` must carry the admin token (see the module doc).
+fn check_token(req: &Request, state: &AdminState) -> Option<Reply> {
+    let path = req.path.split('?').next().unwrap_or("");
+    if !path.starts_with("/api/") || path == "/api/phone" {
+        return None;
+    }
+    let bearer = req.header("authorization").and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    });
+    let query = (req.method == Method::Get)
+        .then(|| query_param(req, "token"))
+        .flatten();
+    let offered = bearer
+        .into_iter()
+        .chain(req.header("x-watchtower-token"))
+        .chain(query)
+        .find(|t| !t.is_empty());
+    match offered {
+        Some(t) if same_secret(t.as_bytes(), state.token.as_bytes()) => None,
+        Some(_) => Some(Reply::error(403, "wrong admin token")),
+        None => Some(Reply::error(
+            403,
+            "the admin API needs its token: open the dashboard link Watchtower printed at start, \
+             or send Authorization: Bearer <the contents of admin.token beside the CA key>",
+        )),
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Where the admin token lives: `admin.token` beside the CA key (in its 0700 folder).
+pub fn token_path(ca_key: &Path) -> PathBuf {
+    ca_key.with_file_name("admin.token")
+}
+
+/// Reads the admin token at `path`, or creates one (32 random bytes, hex) with mode 0600.
+pub fn load_or_create_token(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match read_token(path) {
+        Ok(token) => {
+            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                log::warn!(
+                    "{} is readable by other users (mode {mode:o}); `chmod 600` it, or delete it for a new token",
+                    path.display()
+                );
+            }
+            return Ok(token);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            log::warn!("{}: {e}; writing a new token", path.display());
+        }
+        Err(e) => return Err(e),
+    }
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| io::Error::other("no randomness for the admin token"))?;
+    let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_extension("token.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(format!("{token}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(token)
+}
+
+/// Reads the admin token a running instance wrote to `path`.
+pub fn read_token(path: &Path) -> io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let token = text.trim();
+    if token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(token.to_owned())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not an admin token (64 hex digits)",
+        ))
     }
 }
 

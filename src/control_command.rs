@@ -154,7 +154,15 @@ fn dispatch(args: &[String]) -> Result<String, Failure> {
                 .into(),
         )
     })?;
-    let api = Api { addr };
+    // The running instance wrote its token beside the CA key; only its user can read it.
+    let token_path = crate::admin::token_path(&config.tls.ca_key);
+    let token = crate::admin::read_token(&token_path).map_err(|e| {
+        format!(
+            "cannot read the admin token {} ({e}); is Watchtower running as this user with this config?",
+            token_path.display()
+        )
+    });
+    let api = Api { addr, token };
     match action {
         Action::RoutingStatus => api
             .call("GET", "/api/routing", None)
@@ -227,6 +235,8 @@ fn encode(id: &str) -> String {
 /// The running instance's admin API.
 struct Api {
     addr: SocketAddr,
+    /// The token, or why it could not be read (said once an instance is found running).
+    token: Result<String, String>,
 }
 
 impl Api {
@@ -241,10 +251,14 @@ impl Api {
         let mut conn =
             TcpStream::connect_timeout(&self.addr, Duration::from_secs(3)).map_err(not_running)?;
         conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let token = self
+            .token
+            .as_ref()
+            .map_err(|e| Failure::Refused(e.clone()))?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n",
+            self.addr, token
         );
         if !body.is_empty() {
             request += &format!(

@@ -156,6 +156,17 @@ fn run(args: &Args) -> ExitCode {
         .unwrap_or_else(|| std::net::SocketAddr::new(config.listen, config.proxy_port));
     let admin = match config.admin {
         Some(addr) => {
+            let token_path = admin::token_path(&config.tls.ca_key);
+            let token = match admin::load_or_create_token(&token_path) {
+                Ok(token) => token,
+                Err(e) => {
+                    eprintln!(
+                        "watchtower: cannot read or create the admin token {}: {e}",
+                        token_path.display()
+                    );
+                    return ExitCode::from(1);
+                }
+            };
             let state = AdminState::new(
                 proxy.live(),
                 config.source.clone(),
@@ -165,8 +176,8 @@ fn run(args: &Args) -> ExitCode {
                 proxy.gauges(),
                 config.access.clone(),
             );
-            match admin::start(addr, state) {
-                Ok(bound) => Some(bound),
+            match admin::start(addr, state, token.clone()) {
+                Ok(bound) => Some((bound, token)),
                 Err(source) => {
                     eprintln!(
                         "watchtower: {}",
@@ -197,7 +208,7 @@ fn run(args: &Args) -> ExitCode {
             format!("{name} {scheme}://{addr}")
         })
         .collect();
-    if let Some(addr) = admin {
+    if let Some((addr, _)) = &admin {
         listening.push(format!("admin http://{addr}/"));
     }
     let enabled = config.routes.iter().filter(|r| r.enabled).count();
@@ -214,6 +225,10 @@ fn run(args: &Args) -> ExitCode {
             None => "; built-in defaults".to_string(),
         }
     );
+    if let Some((addr, token)) = &admin {
+        // The fragment never reaches a server or a log; the page keeps it for the tab.
+        eprintln!("watchtower: dashboard http://{addr}/#token={token}");
+    }
     let result = proxy.run();
     worker.join();
     match result {

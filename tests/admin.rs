@@ -24,6 +24,12 @@ fn admin_with(
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         request += &format!("Host: {}\r\n", w.admin);
     }
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("x-watchtower-token"))
+    {
+        request += &format!("X-Watchtower-Token: {}\r\n", w.admin_token());
+    }
     for (name, value) in headers {
         request += &format!("{name}: {value}\r\n");
     }
@@ -254,6 +260,91 @@ fn requests_from_other_sites_or_names_are_refused() {
 }
 
 #[test]
+fn other_users_without_the_token_can_neither_read_nor_change_anything() {
+    let w = Watchtower::with_routes(route("web", "app.example.test", 3100));
+    let token = w.admin_token();
+    assert_eq!(token.len(), 64, "{token}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(w.dir.path().join("admin.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "admin.token is readable by others");
+    let none = ("X-Watchtower-Token", "");
+    for (method, path, body) in [
+        ("GET", "/api/routes", None),
+        ("GET", "/api/routing", None),
+        ("GET", "/api/exchanges", None),
+        ("GET", "/api/exchanges.har", None),
+        ("GET", "/api/exchanges/stream", None),
+        ("GET", "/api/stats", None),
+        ("PUT", "/api/routing", Some(r#"{"enabled": false}"#)),
+        ("DELETE", "/api/routes/web", None),
+        (
+            "POST",
+            "/api/routes",
+            Some(r#"{"id":"x","domain":"bank.test","target_host":"127.0.0.1","target_port":4444}"#),
+        ),
+    ] {
+        let missing = admin_with(&w, method, path, body, &[none]);
+        assert_eq!(missing.status, 403, "{method} {path} without the token");
+        assert!(
+            missing.body_text().contains("token"),
+            "{}",
+            missing.body_text()
+        );
+        let wrong = "0".repeat(64);
+        let bad = admin_with(&w, method, path, body, &[("X-Watchtower-Token", &wrong)]);
+        assert_eq!(bad.status, 403, "{method} {path} with a wrong token");
+    }
+    // Nothing changed.
+    let routes = json(&admin(&w, "GET", "/api/routes", None));
+    assert_eq!(routes.as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&admin(&w, "GET", "/api/routing", None))["enabled"],
+        true
+    );
+    // Bearer and, for GET only, ?token= work too.
+    let bearer = format!("Bearer {token}");
+    let via_bearer = admin_with(
+        &w,
+        "GET",
+        "/api/routing",
+        None,
+        &[none, ("Authorization", &bearer)],
+    );
+    assert_eq!(via_bearer.status, 200);
+    let query = format!("/api/routing?token={token}");
+    assert_eq!(admin_with(&w, "GET", &query, None, &[none]).status, 200);
+    let put = admin_with(&w, "PUT", &query, Some(r#"{"enabled": false}"#), &[none]);
+    assert_eq!(
+        put.status, 403,
+        "a token in the URL must not authorise a change"
+    );
+    // What a phone or a browser needs without the token stays public.
+    for path in [
+        "/",
+        "/app.js",
+        "/healthz",
+        "/ca.pem",
+        "/ca.crt",
+        "/proxy.pac",
+        "/api/phone",
+        "/qr.svg",
+    ] {
+        assert_eq!(
+            admin_with(&w, "GET", path, None, &[none]).status,
+            200,
+            "{path}"
+        );
+    }
+    // The token survives a restart (a bookmarked dashboard link keeps working).
+    let mut w = w;
+    w.restart();
+    assert_eq!(w.admin_token(), token);
+}
+
+#[test]
 fn the_ca_and_a_pac_file_can_be_downloaded() {
     let w = Watchtower::with_routes(String::new());
     let pem = admin(&w, "GET", "/ca.pem", None);
@@ -289,7 +380,8 @@ fn recent_exchanges_a_live_stream_a_har_file_and_statistics() {
     let mut sse = connect(w.admin);
     write!(
         sse,
-        "GET /api/exchanges/stream HTTP/1.1\r\nHost: {}\r\n\r\n",
+        "GET /api/exchanges/stream?token={} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        w.admin_token(),
         w.admin
     )
     .unwrap();
@@ -470,8 +562,10 @@ fn a_device_gets_the_ca_from_the_forward_port_and_the_dashboard_shows_a_qr_code_
 fn concurrent_changes_all_land_and_the_file_stays_whole() {
     let w = Watchtower::with_routes(String::new());
     let admin_addr = w.admin;
+    let token = w.admin_token();
     let writers: Vec<_> = (0..8)
         .map(|i| {
+            let token = token.clone();
             std::thread::spawn(move || {
                 for j in 0..5 {
                     let body = format!(
@@ -479,7 +573,7 @@ fn concurrent_changes_all_land_and_the_file_stays_whole() {
                         3000 + i * 10 + j
                     );
                     let request = format!(
-                        "POST /api/routes HTTP/1.1\r\nHost: {admin_addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        "POST /api/routes HTTP/1.1\r\nHost: {admin_addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                         body.len()
                     );
                     assert_eq!(roundtrip(admin_addr, &request).status, 201);

@@ -193,7 +193,7 @@ fn the_switch_and_a_new_route_set_in_the_page_change_where_requests_go() {
     assert_eq!(w.get("app.test").body_text(), "app GET /");
 
     let driver = Driver::start();
-    driver.open(&format!("http://{}/", w.admin));
+    driver.open(&format!("http://{}/#token={}", w.admin, w.admin_token()));
     driver.find("#routes tbody tr[data-id=\"app\"]");
     driver.wait_text("#routing-state", |t| t == "on");
     driver.wait_text("#exchanges tbody", |t| t.contains("app.test"));

@@ -27,8 +27,9 @@ fn stats(w: &Watchtower) -> serde_json::Value {
     let resp = roundtrip(
         w.admin,
         &format!(
-            "GET /api/stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            w.admin
+            "GET /api/stats HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            w.admin,
+            w.admin_token()
         ),
     );
     assert_eq!(resp.status, 200, "{}", resp.body_text());

@@ -2,8 +2,24 @@
 // Watchtower's dashboard: talks only to this admin API, same origin, JSON bodies.
 const $ = (s) => document.querySelector(s);
 
+// The admin token comes in the link's #token= fragment (never sent to a server); the tab keeps
+// it and the address bar loses it.
+const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
+if (fromLink) {
+  sessionStorage.setItem("watchtower-token", fromLink);
+  history.replaceState(null, "", location.pathname);
+}
+const token = sessionStorage.getItem("watchtower-token") || "";
+if (!token) {
+  const note = document.createElement("p");
+  note.className = "error";
+  note.setAttribute("role", "alert");
+  note.textContent = "This page needs the admin token: open the dashboard link Watchtower printed when it started (…/#token=…).";
+  document.querySelector("main").prepend(note);
+}
+
 async function api(method, path, body) {
-  const opts = { method, headers: {} };
+  const opts = { method, headers: { Authorization: "Bearer " + token } };
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
@@ -141,7 +157,7 @@ async function loadExchanges() {
   const { exchanges, last } = await api("GET", "/api/exchanges?limit=1000");
   exchanges.forEach(add);
   render();
-  const source = new EventSource("/api/exchanges/stream?since=" + last);
+  const source = new EventSource("/api/exchanges/stream?since=" + last + "&token=" + encodeURIComponent(token));
   source.addEventListener("exchange", (e) => { add(JSON.parse(e.data)); render(); });
 }
 

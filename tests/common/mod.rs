@@ -306,6 +306,14 @@ impl Watchtower {
             .unwrap()
     }
 
+    /// The admin API's token (written beside the CA key at start).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
     /// The CA certificate this instance created, as PEM.
     pub fn ca_pem(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("ca.pem")).unwrap()
