@@ -26,6 +26,11 @@ const CHUNK_SIZE_DIGITS_MAX: u32 = 15;
 const CHUNK_SIZE_LINE_LIMIT_BYTES: u32 = 4 * 1024;
 /// Largest trailer section, final CRLF included.
 const TRAILER_LIMIT_BYTES: u32 = 16 * 1024;
+/// Trailer fields refused, lower-case. RFC 9110 §6.5.1: framing and routing are settled by the
+/// header section, and a sender must not put them in trailers; the body is relayed raw, so a
+/// next hop that merged these into its headers would frame or route the message differently
+/// than we did.
+const FORBIDDEN_TRAILERS: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"host"];
 
 /// What was wrong with a chunked body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,8 @@ pub enum ChunkError {
     TrailerTooLarge,
     /// A trailer line is not a `name: value` field line.
     BadTrailer,
+    /// A trailer field the header section decides (Content-Length, Transfer-Encoding, Host).
+    ForbiddenTrailer,
 }
 
 impl fmt::Display for ChunkError {
@@ -53,6 +60,9 @@ impl fmt::Display for ChunkError {
             ChunkError::MissingCrlf => "missing CRLF in chunked body",
             ChunkError::TrailerTooLarge => "trailer section of chunked body larger than 16 KiB",
             ChunkError::BadTrailer => "invalid trailer field in chunked body",
+            ChunkError::ForbiddenTrailer => {
+                "Content-Length, Transfer-Encoding or Host in the trailer section of chunked body"
+            }
         })
     }
 }
@@ -121,7 +131,8 @@ enum State {
 /// split at any byte boundary. Strict: CRLF only (bare LF -> MissingCrlf), hex sizes up to 15
 /// hex digits (SizeTooLarge beyond that), chunk extensions `;name[=token|quoted-string]` allowed
 /// with BWS but no CTLs, trailer section limited to 16 KiB (TrailerTooLarge) with each trailer
-/// line needing a ':' (BadTrailer).
+/// line needing a ':' (BadTrailer) and none naming a framing or routing field
+/// (ForbiddenTrailer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChunkedDecoder {
     state: State,
@@ -130,6 +141,11 @@ pub struct ChunkedDecoder {
     /// Bytes of the current size line (so hex digits while in `Size`), or of the trailer
     /// section; reset when the next line kind starts.
     line_bytes: u32,
+    /// Bytes of the current trailer field name so far (saturating).
+    trailer_name_len: u8,
+    /// Bit `i` set while the trailer field name read so far is a prefix of
+    /// `FORBIDDEN_TRAILERS[i]`, ignoring case.
+    trailer_candidates: u8,
 }
 
 impl ChunkedDecoder {
@@ -285,7 +301,13 @@ impl ChunkedDecoder {
             (TrailerLineStart | TrailerName | TrailerValue, b'\n') => {
                 return Err(ChunkError::MissingCrlf);
             }
-            (TrailerLineStart | TrailerName, _) if is_tchar(byte) => TrailerName,
+            (TrailerLineStart | TrailerName, _) if is_tchar(byte) => {
+                self.match_trailer_name(byte);
+                TrailerName
+            }
+            (TrailerName, b':') if self.is_forbidden_trailer() => {
+                return Err(ChunkError::ForbiddenTrailer);
+            }
             (TrailerName, b':') => TrailerValue,
             (TrailerValue, b'\r') => TrailerLf,
             (TrailerValue, _) if is_space || (byte >= 0x21 && byte != 0x7f) => TrailerValue,
@@ -301,6 +323,33 @@ impl ChunkedDecoder {
             (Data | Done | Failed(_), _) => return Err(ChunkError::BadSize),
         };
         Ok(())
+    }
+}
+
+impl ChunkedDecoder {
+    /// Follows one more byte of a trailer field name against `FORBIDDEN_TRAILERS`; the first
+    /// byte of a name (state `TrailerLineStart`) starts over with every candidate.
+    fn match_trailer_name(&mut self, byte: u8) {
+        if self.state == State::TrailerLineStart {
+            self.trailer_name_len = 0;
+            self.trailer_candidates = u8::MAX;
+        }
+        let at = usize::from(self.trailer_name_len);
+        let lower = byte.to_ascii_lowercase();
+        for (i, name) in FORBIDDEN_TRAILERS.iter().enumerate() {
+            if name.get(at) != Some(&lower) {
+                self.trailer_candidates &= !(1 << i);
+            }
+        }
+        self.trailer_name_len = self.trailer_name_len.saturating_add(1);
+    }
+
+    /// Holds when the whole trailer field name just read is one of `FORBIDDEN_TRAILERS`.
+    fn is_forbidden_trailer(&self) -> bool {
+        FORBIDDEN_TRAILERS.iter().enumerate().any(|(i, name)| {
+            self.trailer_candidates & (1 << i) != 0
+                && name.len() == usize::from(self.trailer_name_len)
+        })
     }
 }
 
@@ -386,6 +435,9 @@ mod tests {
         b"5;a=\"\"\r\nhello\r\n0\r\n\r\n",
         b"5;a=\"x\" ;b\r\nhello\r\n0\r\n\r\n",
         b"0\r\nExpires: never\r\nX-Sum:\r\nY: a\tb \xff\r\n\r\n",
+        // Names that share a prefix with, or contain, a refused one are ordinary trailers.
+        b"0\r\nContent-Length-X: 1\r\nX-Host: h\r\nHos: h\r\nContent-Lengt: 1\r\n\r\n",
+        b"0\r\nX: Content-Length: 5\r\n\r\n",
         b"3\r\n\r\n\r\r\n0\r\n\r\n",
     ];
 
@@ -506,6 +558,19 @@ mod tests {
         (b"0\r\n: z\r\n\r\n", ChunkError::BadTrailer),
         (b"0\r\nX: y\r\n folded\r\n\r\n", ChunkError::BadTrailer),
         (b"0\r\nX: a\x01\r\n\r\n", ChunkError::BadTrailer),
+        (
+            b"0\r\nContent-Length: 5\r\n\r\n",
+            ChunkError::ForbiddenTrailer,
+        ),
+        (
+            b"0\r\ncontent-length:5\r\n\r\n",
+            ChunkError::ForbiddenTrailer,
+        ),
+        (
+            b"0\r\nX: y\r\nTRANSFER-ENCODING: chunked\r\n\r\n",
+            ChunkError::ForbiddenTrailer,
+        ),
+        (b"0\r\nHost: a\r\n\r\n", ChunkError::ForbiddenTrailer),
     ];
 
     #[test]

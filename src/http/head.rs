@@ -85,6 +85,13 @@ pub enum HeadError {
     TooManyHeaders,
     /// 414: request-target longer than `URI_LIMIT_BYTES`.
     UriTooLong,
+    /// 501: a request transfer coding other than the registered ones (RFC 9112 §6.1: a server
+    /// that does not understand a coding SHOULD answer 501). Forwarding it would let an
+    /// upstream that reads the list differently ("identity, chunked") frame another body.
+    UnknownCoding,
+    /// 505: a request line naming HTTP major version 2 or later (RFC 9110 §15.6.6), such as the
+    /// HTTP/2 connection preface sent to this HTTP/1.1 port.
+    VersionNotSupported(u8),
 }
 
 impl HeadError {
@@ -94,6 +101,8 @@ impl HeadError {
             HeadError::Malformed(_) => 400,
             HeadError::TooLarge | HeadError::TooManyHeaders => 431,
             HeadError::UriTooLong => 414,
+            HeadError::UnknownCoding => 501,
+            HeadError::VersionNotSupported(_) => 505,
         }
     }
 
@@ -103,6 +112,8 @@ impl HeadError {
             HeadError::Malformed(_) => "Bad Request",
             HeadError::TooLarge | HeadError::TooManyHeaders => "Request Header Fields Too Large",
             HeadError::UriTooLong => "URI Too Long",
+            HeadError::UnknownCoding => "Not Implemented",
+            HeadError::VersionNotSupported(_) => "HTTP Version Not Supported",
         }
     }
 }
@@ -124,6 +135,15 @@ impl fmt::Display for HeadError {
                 f,
                 "the request-target is longer than {} KiB",
                 URI_LIMIT_BYTES / 1024
+            ),
+            HeadError::UnknownCoding => write!(
+                f,
+                "unsupported Transfer-Encoding: only chunked, after gzip, deflate or compress, \
+                 can be relayed"
+            ),
+            HeadError::VersionNotSupported(major) => write!(
+                f,
+                "HTTP/{major} is not supported on this port: Watchtower speaks HTTP/1.1 here"
             ),
         }
     }
@@ -335,7 +355,20 @@ struct Codings {
     present: bool,
     chunked_count: u8,
     final_is_chunked: bool,
+    /// Some coding is not in the IANA registry (see [`KNOWN_CODINGS`]).
+    unknown: bool,
 }
+
+/// The registered transfer codings (RFC 9110 §18.7, RFC 9112 §7): what a proxy can relay
+/// knowing every recipient reads the list the same way. "identity" is not one of them any more.
+const KNOWN_CODINGS: [&[u8]; 6] = [
+    b"chunked",
+    b"gzip",
+    b"deflate",
+    b"compress",
+    b"x-gzip",
+    b"x-compress",
+];
 
 impl Codings {
     fn add(&mut self, value: &[u8]) {
@@ -346,6 +379,9 @@ impl Codings {
                 self.chunked_count = self.chunked_count.saturating_add(1);
             }
             self.final_is_chunked = is_chunked;
+            self.unknown |= !KNOWN_CODINGS
+                .iter()
+                .any(|known| coding.eq_ignore_ascii_case(known));
         }
     }
 }
@@ -500,6 +536,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         // chunked twice is forbidden (§6.1) and one more place for parsers to disagree.
         if !codings.final_is_chunked || codings.chunked_count != 1 {
             return Err(HeadError::Malformed("unsupported Transfer-Encoding"));
+        }
+        // The framing is clear to us, but "identity, chunked" or "xchunked, chunked" is
+        // exactly what an upstream may read as "not chunked" and frame differently (TE.TE).
+        if codings.unknown {
+            return Err(HeadError::UnknownCoding);
         }
         BodyKind::Chunked
     } else if let Some(length) = content_length {
@@ -847,9 +888,35 @@ fn request_error(window: &[u8], error: httparse::Error) -> HeadError {
         httparse::Error::HeaderName => HeadError::Malformed(explain_header_name_error(window)),
         httparse::Error::HeaderValue => HeadError::Malformed("invalid header value"),
         httparse::Error::NewLine => HeadError::Malformed(explain_new_line_error(window)),
-        httparse::Error::Token | httparse::Error::Version | httparse::Error::Status => {
+        httparse::Error::Version => match unsupported_major_version(window) {
+            Some(major) => HeadError::VersionNotSupported(major),
+            None => HeadError::Malformed("invalid request line"),
+        },
+        httparse::Error::Token | httparse::Error::Status => {
             HeadError::Malformed("invalid request line")
         }
+    }
+}
+
+/// The major version of a request line ending in `HTTP/<d>` or `HTTP/<d>.<d>` with `d` of 2 or
+/// more (the HTTP/2 preface is `PRI * HTTP/2.0`). HTTP/0.x and HTTP/1.x that httparse refuses
+/// stay plain malformed request lines (SPEC §10: HTTP/0.9 is a bad request line).
+fn unsupported_major_version(window: &[u8]) -> Option<u8> {
+    let start = skip_empty_lines(window);
+    let line = window.get(start..).unwrap_or(&[]);
+    let line = match line.iter().position(|&b| b == b'\n') {
+        Some(lf) => line.get(..lf).unwrap_or(&[]),
+        None => line,
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next()?;
+    let major = match version.strip_prefix(b"HTTP/")? {
+        [major] | [major, b'.', b'0'..=b'9'] => *major,
+        _ => return None,
+    };
+    match major {
+        b'2'..=b'9' => Some(major - b'0'),
+        _ => None,
     }
 }
 
@@ -1382,7 +1449,11 @@ mod tests {
                 bad("Transfer-Encoding in an HTTP/1.0 request"),
             ),
             (
-                "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+                "GET / HTTP/0.9\r\nHost: a\r\n\r\n",
+                bad("invalid request line"),
+            ),
+            (
+                "GET / HTTP/20\r\nHost: a\r\n\r\n",
                 bad("invalid request line"),
             ),
             (
@@ -1508,6 +1579,67 @@ mod tests {
     }
 
     #[test]
+    fn parse_request_refuses_unknown_codings_and_later_versions() {
+        let table: &[(&str, HeadError)] = &[
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+                HeadError::UnknownCoding,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::UnknownCoding,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip;level=1, chunked\r\n\r\n",
+                HeadError::UnknownCoding,
+            ),
+            // A final coding other than chunked stays a 400 (RFC 9112 §6.3 ¶4 says MUST).
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+                HeadError::Malformed("unsupported Transfer-Encoding"),
+            ),
+            (
+                "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                HeadError::VersionNotSupported(2),
+            ),
+            (
+                "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+                HeadError::VersionNotSupported(2),
+            ),
+            (
+                "GET / HTTP/3\r\nHost: a\r\n\r\n",
+                HeadError::VersionNotSupported(3),
+            ),
+            // Still incomplete, but no later byte can make it HTTP/1.x.
+            ("GET / HTTP/2", HeadError::VersionNotSupported(2)),
+        ];
+        for (input, expected) in table {
+            assert_eq!(parse_request(input.as_bytes()), Err(*expected), "{input:?}");
+        }
+        assert_eq!(HeadError::UnknownCoding.status(), 501);
+        assert_eq!(HeadError::VersionNotSupported(2).status(), 505);
+        assert_eq!(
+            HeadError::VersionNotSupported(2).to_string(),
+            "HTTP/2 is not supported on this port: Watchtower speaks HTTP/1.1 here"
+        );
+        // Every registered coding before chunked is relayed.
+        for coding in [
+            "gzip",
+            "GZIP",
+            "deflate",
+            "compress",
+            "x-gzip",
+            "x-compress",
+        ] {
+            let request = format!(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {coding}, chunked\r\n\r\n"
+            );
+            let head = parse_request(request.as_bytes()).unwrap().unwrap();
+            assert_eq!(head.body, BodyKind::Chunked, "{coding}");
+        }
+    }
+
+    #[test]
     fn parse_request_enforces_limits() {
         // A complete head of exactly the limit is fine; one byte more is too large.
         let mut exact = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
@@ -1589,6 +1721,12 @@ mod tests {
                 "Request Header Fields Too Large",
             ),
             (HeadError::UriTooLong, 414, "URI Too Long"),
+            (HeadError::UnknownCoding, 501, "Not Implemented"),
+            (
+                HeadError::VersionNotSupported(2),
+                505,
+                "HTTP Version Not Supported",
+            ),
         ];
         for (error, status, reason) in table {
             assert_eq!((error.status(), error.reason()), (status, reason));
