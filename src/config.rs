@@ -48,6 +48,8 @@ const DEFAULT_CONNECT_SECS: u64 = 10;
 const DEFAULT_REQUEST_HEADER_SECS: u64 = 15;
 const DEFAULT_UPSTREAM_HEADER_SECS: u64 = 60;
 const DEFAULT_IDLE_SECS: u64 = 60;
+/// Longest route id.
+pub const MAX_ROUTE_ID_BYTES: usize = 128;
 /// Highest `[proxy] max_connections` accepted.
 pub const MAX_CONNECTIONS: u32 = 1 << 20;
 /// `max_connections` when the file leaves it out and the open-file limit is generous.
@@ -1252,6 +1254,19 @@ pub fn check_route(
     let fail = |field: &'static str, message: String| RouteError { field, message };
     if id.trim().is_empty() {
         return Err(fail("id", "id must not be empty".to_owned()));
+    }
+    // Ids go into log lines, URLs and the file: no line breaks or other control characters.
+    if id.chars().any(char::is_control) {
+        return Err(fail(
+            "id",
+            format!("id {id:?} contains a control character (line break, tab, NUL, ...)"),
+        ));
+    }
+    if id.len() > MAX_ROUTE_ID_BYTES {
+        return Err(fail(
+            "id",
+            format!("id is longer than {MAX_ROUTE_ID_BYTES} bytes"),
+        ));
     }
     let checked_domain = check_domain(domain)
         .map_err(|problem| fail("domain", format!("domain {domain:?} {problem}")))?;
