@@ -47,6 +47,7 @@ fn the_ca_key_and_the_admin_token_never_leave_their_files() {
         0o600,
         "admin.token"
     );
+    assert_eq!(mode(&w.api_log_path()), 0o600, "api.jsonl");
     let key = std::fs::read_to_string(&key_path).unwrap();
     // A distinctive piece of the key's base64 body, and the token.
     let key_piece: String = key.lines().nth(1).unwrap().chars().take(40).collect();

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -152,9 +153,12 @@ impl LogWorker {
     pub fn spawn(opts: LogOptions) -> Result<(LogSender, LogWorker), LogError> {
         let file = match &opts.api_log {
             Some(path) => {
+                // The log holds the URLs (and query strings) of the user's traffic: a new file
+                // is readable by its owner only.
                 let file = OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
                     .open(path)
                     .map_err(|e| LogError::open(path, e))?;
                 Some((path.clone(), BufWriter::new(file)))
