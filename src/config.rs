@@ -846,39 +846,22 @@ fn check_proxy(file: &SourceText<'_>, raw: RawProxy) -> Result<ProxySettings, Co
         })
         .transpose()?;
 
-    let workers = match &raw.workers {
-        None => None,
-        Some(value) => match u16::try_from(*value.get_ref()) {
-            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Some(n),
-            _ => {
-                return Err(file.error(
-                    Some(value.span()),
-                    "proxy.workers",
-                    format_args!(
-                        "{} is not a usable number of workers (1-{MAX_WORKERS}; leave it out for one per core)",
-                        value.get_ref()
-                    ),
-                ));
-            }
-        },
-    };
-
-    let max_connections = match &raw.max_connections {
-        None => None,
-        Some(value) => match u32::try_from(*value.get_ref()) {
-            Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Some(n),
-            _ => {
-                return Err(file.error(
-                    Some(value.span()),
-                    "proxy.max_connections",
-                    format_args!(
-                        "{} is not a usable connection limit (1-{MAX_CONNECTIONS}; leave it out to derive it from the open-file limit)",
-                        value.get_ref()
-                    ),
-                ));
-            }
-        },
-    };
+    let workers = check_count(
+        file,
+        "proxy.workers",
+        raw.workers.as_ref(),
+        MAX_WORKERS,
+        "a usable number of workers",
+        "for one per core",
+    )?;
+    let max_connections = check_count(
+        file,
+        "proxy.max_connections",
+        raw.max_connections.as_ref(),
+        MAX_CONNECTIONS,
+        "a usable connection limit",
+        "to derive it from the open-file limit",
+    )?;
 
     Ok(ProxySettings {
         listen,
@@ -891,6 +874,35 @@ fn check_proxy(file: &SourceText<'_>, raw: RawProxy) -> Result<ProxySettings, Co
         workers,
         max_connections,
     })
+}
+
+/// An optional count in `1..=max`; the error reads "{value} is not {what} (1-{max}; leave it
+/// out {default})".
+fn check_count<T>(
+    file: &SourceText<'_>,
+    key: &str,
+    value: Option<&Spanned<i64>>,
+    max: T,
+    what: &str,
+    default: &str,
+) -> Result<Option<T>, ConfigError>
+where
+    T: TryFrom<i64> + PartialOrd + From<u8> + fmt::Display + Copy,
+{
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    match T::try_from(*value.get_ref()) {
+        Ok(n) if n >= T::from(1) && n <= max => Ok(Some(n)),
+        _ => Err(file.error(
+            Some(value.span()),
+            key,
+            format_args!(
+                "{} is not {what} (1-{max}; leave it out {default})",
+                value.get_ref()
+            ),
+        )),
+    }
 }
 
 fn check_port(file: &SourceText<'_>, key: &str, value: &Spanned<i64>) -> Result<u16, ConfigError> {

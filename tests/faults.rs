@@ -52,6 +52,17 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Reads until the peer closes (a FIN or a reset), within the read timeout; returns what came.
+fn read_until_closed(s: &mut impl Read, what: &str) -> Vec<u8> {
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{what}: not closed: {e}"),
+    }
+    rest
+}
+
 /// The API log record whose `path` is `path`, waiting for it.
 fn log_record(w: &Watchtower, path: &str) -> std::collections::HashMap<String, String> {
     let quoted = format!("\"{path}\"");
@@ -241,15 +252,19 @@ fn slowloris_heads_and_bodies_are_cut_off_while_other_clients_are_served() {
         assert_closed(&mut r, &format!("slow head {i}"));
     }
     for (i, c) in bodies.iter_mut().enumerate() {
-        let mut rest = Vec::new();
-        match c.read_to_end(&mut rest) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("stalled body {i}: not closed: {e}"),
-        }
+        read_until_closed(c, &format!("stalled body {i}"));
     }
     let f = log_record(&w, "/body/0");
     assert!(f["error"].contains("idle"), "{f:?}");
+    // Each cut-off head is in the API log as a 408 too.
+    let timed_out = |text: &str| {
+        text.lines()
+            .filter(|l| json_fields(l)["status"] == "408")
+            .count()
+    };
+    wait_until("30 logged 408s", || {
+        timed_out(&std::fs::read_to_string(w.api_log_path()).unwrap_or_default()) == 30
+    });
     // None of the incomplete bodies reached the backend as a complete request.
     assert!(
         b.requests().iter().all(|s| !s.target.starts_with("/body/")),
@@ -382,12 +397,7 @@ fn a_client_that_vanishes_mid_upload_is_logged_and_the_upstream_request_abandone
         vanish(c, how);
         // The upstream request is abandoned: its connection closes rather than idling on,
         // waiting for a body that will never come.
-        let mut rest = Vec::new();
-        match up.read_to_end(&mut rest) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("{how:?}: upstream connection left open: {e}"),
-        }
+        let rest = read_until_closed(&mut up, &format!("{how:?}: upstream connection"));
         assert!(rest.len() < 70_000, "{how:?}: the body was completed");
         let f = log_record(&w, &path);
         assert!(f["error"].contains("client"), "{how:?}: {f:?}");
@@ -416,12 +426,7 @@ fn an_upstream_that_vanishes_mid_body_closes_the_client_connection_and_is_logged
         vanish(up, how);
         // The client sees its connection end short of Content-Length (so it knows the body
         // is truncated), never a hang and never a second response on the same connection.
-        let mut rest = Vec::new();
-        match r.read_to_end(&mut rest) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("{how:?}: client connection not closed: {e}"),
-        }
+        let rest = read_until_closed(&mut r, &format!("{how:?}: client connection"));
         assert!(
             rest.is_empty(),
             "{how:?}: {} bytes after the cut",
@@ -457,12 +462,7 @@ fn an_upstream_that_stalls_mid_body_is_cut_at_the_idle_timeout() {
         .expect("client connection not closed after the stall");
     assert_eq!(rest, b"some of it");
     // The upstream connection is closed too.
-    let mut tail = Vec::new();
-    match up.read_to_end(&mut tail) {
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("upstream connection left open after the stall: {e}"),
-    }
+    read_until_closed(&mut up, "the upstream connection after the stall");
     let f = log_record(&w, "/stalls");
     assert!(f["error"].contains("idle"), "{f:?}");
 }
