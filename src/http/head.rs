@@ -607,7 +607,9 @@ pub fn parse_response(
         Err(_) => return Err(HeadError::Malformed("invalid response header")),
     };
     let status = response.code.unwrap_or(0);
-    if status < 100 {
+    // RFC 9110 §15: values outside 100..=599 are invalid. Relaying a 600-999 would hand the
+    // client a status it cannot interpret; the proxy answers 502 instead.
+    if !(100..=599).contains(&status) {
         return Err(HeadError::Malformed("invalid response status code"));
     }
     let minor_version = response.version.unwrap_or(1);
@@ -2012,6 +2014,14 @@ mod tests {
                 "HTTP/1.1 099 Odd\r\n\r\n",
                 bad("invalid response status code"),
             ),
+            (
+                "HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n",
+                bad("invalid response status code"),
+            ),
+            (
+                "HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n",
+                bad("invalid response status code"),
+            ),
         ];
         for (input, expected) in table {
             assert_eq!(
@@ -2019,6 +2029,14 @@ mod tests {
                 Err(*expected),
                 "{input:?}"
             );
+        }
+        // The edges of the valid range.
+        for status in [100, 599] {
+            let input = format!("HTTP/1.1 {status} Edge\r\nContent-Length: 0\r\n\r\n");
+            let head = parse_response(input.as_bytes(), Method::Get)
+                .unwrap()
+                .unwrap();
+            assert_eq!(head.status, status);
         }
         let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
         big.resize(HEAD_LIMIT_BYTES, b'v');

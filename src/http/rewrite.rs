@@ -310,6 +310,8 @@ pub fn write_request_head(
 ///
 /// Status line `HTTP/1.1 <status> <reason as received>`; drops the same hop-by-hop set (Upgrade
 /// kept for 101); drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3 ¶3);
+/// drops both framing fields from 1xx and 204 responses, which never have a body and must not
+/// carry them (RFC 9110 §8.6, RFC 9112 §6.1), so no client can frame the next response by them;
 /// adds Watchtower's Via entry; then the client's framing: `Connection: upgrade` for 101, nothing
 /// for other 1xx (interim responses say nothing about the connection), else `Connection: close`
 /// when `client_keep_alive` is false, `Connection: keep-alive` when it is true and the client
@@ -337,6 +339,7 @@ pub fn write_response_head(
     let has_transfer_encoding = fields
         .iter()
         .any(|field| Field::of(field.name) == Field::TransferEncoding);
+    let never_framed = (100..200).contains(&head.status) || head.status == 204;
 
     let mut w = Writer::new(out);
     let mut length_written = false;
@@ -349,6 +352,9 @@ pub fn write_response_head(
         let kind = Field::of(field.name);
         let dropped = match kind {
             Field::Upgrade => !switching,
+            // A "Content-Length: 5" on a 204 would have a lenient client read the next
+            // response's first bytes as this one's body.
+            Field::ContentLength | Field::TransferEncoding if never_framed => true,
             // An intermediary forwarding TE and CL together must remove CL first, so the
             // client cannot frame by it (RFC 9112 §6.3 ¶3). Repeated identical values go out
             // as one field (RFC 9110 §8.6).
@@ -722,6 +728,36 @@ mod tests {
                 true,
                 1,
                 "HTTP/1.1 200 \r\nX-Folded: a   b\r\nContent-Length: 0\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                // 1xx and 204 never have a body: their framing fields go (RFC 9110 §8.6).
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+                Method::Get,
+                true,
+                1,
+                "HTTP/1.1 204 No Content\r\nX-A: 1\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 103 Early Hints\r\nContent-Length: 4\r\nLink: </a.css>\r\n\r\n",
+                Method::Get,
+                true,
+                1,
+                "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                // A 304's and a HEAD response's Content-Length tell the size of the GET's body.
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+                Method::Get,
+                true,
+                1,
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nVia: 1.1 watchtower\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Method::Head,
+                true,
+                1,
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nVia: 1.1 watchtower\r\n\r\n",
             ),
             (
                 "HTTP/1.1  503  Try  later\r\nVia: 1.1 cdn\r\nContent-Length: 0\r\n\r\n",

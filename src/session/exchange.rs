@@ -690,28 +690,43 @@ impl Exchange {
             self.resp = Resp::Done;
         } else {
             self.resp = Resp::Body(BodyFraming::new(head.body));
-            // Body bytes that came with the head can leave with it.
-            self.scan_response_body()?;
+            // Body bytes that came with the head can leave with it. If their framing is
+            // already broken, nothing of this response has reached the client: it gets a
+            // 502 rather than a head followed by a close.
+            if let Err(e) = self.scan_response_framing() {
+                ctx.pool.release(&mut self.resp_head);
+                self.resp_started = false;
+                self.resp_ready = 0;
+                let name = self.name.clone();
+                return Err(self.upstream_error(
+                    conn,
+                    ctx,
+                    format_args!("upstream {name} sent a malformed response body: {e}"),
+                ));
+            }
         }
         Ok(())
     }
 
     /// Scans the buffered upstream bytes against the response framing: how many belong to
     /// the body (`resp_ready`), and whether the upstream sent more than it framed.
+    /// Once the head has gone out a framing error can only close the client connection.
     fn scan_response_body(&mut self) -> Result<(), Step> {
+        self.scan_response_framing().map_err(|e| {
+            log::debug!("upstream {}: bad response framing: {e}", self.name);
+            Step::Close(CloseReason::BadFraming)
+        })
+    }
+
+    /// [`Exchange::scan_response_body`] without deciding what a framing error means.
+    fn scan_response_framing(&mut self) -> Result<(), ChunkError> {
         let (Resp::Body(mut f), Some(uin)) = (self.resp, self.uin.as_ref()) else {
             return Ok(());
         };
         if self.resp_ready > 0 || uin.is_empty() {
             return Ok(());
         }
-        let scan = match f.scan(uin.filled()) {
-            Ok(scan) => scan,
-            Err(e) => {
-                log::debug!("upstream {}: bad response framing: {e}", self.name);
-                return Err(Step::Close(CloseReason::BadFraming));
-            }
-        };
+        let scan = f.scan(uin.filled())?;
         self.resp = Resp::Body(f);
         self.resp_ready = scan.consumed;
         if scan.done && scan.consumed < uin.len() {
@@ -825,5 +840,62 @@ fn capture(
     if let Some(c) = rec.as_mut().and_then(|r| r.api.capture.as_deref_mut()) {
         let (body, truncated) = which(c);
         Capture::keep(body, truncated, bytes, limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::pool::BufPool;
+
+    /// An exchange relaying a response body framed by `kind`, with `bytes` read from the
+    /// upstream after the head.
+    fn relaying(kind: BodyKind, bytes: &[u8], pool: &mut BufPool) -> Exchange {
+        let mut uin = pool.get().unwrap();
+        assert!(uin.push(bytes));
+        Exchange {
+            resp: Resp::Body(BodyFraming::new(kind)),
+            uin: Some(uin),
+            upstream_keep: true,
+            ..Exchange::default()
+        }
+    }
+
+    #[test]
+    fn response_framing_errors_are_reported_for_the_caller_to_answer() {
+        // on_response_head turns this error into a 502 while nothing has reached the client.
+        let mut pool = BufPool::new(4, 4);
+        let mut x = relaying(BodyKind::Chunked, b"zz\r\nhello\r\n0\r\n\r\n", &mut pool);
+        assert_eq!(x.scan_response_framing(), Err(ChunkError::BadSize));
+        assert_eq!(
+            x.resp_ready, 0,
+            "nothing of a broken body is ready to relay"
+        );
+        // Later, once the head is out, the same error closes the connection.
+        let mut x = relaying(BodyKind::Chunked, b"ffffffffffffffffff\r\n", &mut pool);
+        assert!(matches!(
+            x.scan_response_body(),
+            Err(Step::Close(CloseReason::BadFraming))
+        ));
+    }
+
+    #[test]
+    fn bytes_past_the_framed_body_are_discarded_and_the_connection_not_kept() {
+        let mut pool = BufPool::new(4, 4);
+        let mut x = relaying(
+            BodyKind::Length(2),
+            b"okHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+            &mut pool,
+        );
+        assert_eq!(x.scan_response_framing(), Ok(()));
+        assert_eq!(x.resp_ready, 2);
+        assert!(x.discard_rest);
+        assert!(!x.upstream_keep);
+        let mut x = relaying(BodyKind::None, b"hello", &mut pool);
+        assert_eq!(x.scan_response_framing(), Ok(()));
+        assert_eq!(
+            (x.resp_ready, x.discard_rest, x.upstream_keep),
+            (0, true, false)
+        );
     }
 }
