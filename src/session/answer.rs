@@ -1,6 +1,7 @@
 //! `Answer` and `Linger`: responses Watchtower writes itself, and closing politely.
 //!
-//! Every error status of SPEC §9 (400, 408, 414, 431, 502, 504, plus 503 and 508) is a short
+//! Every error status of SPEC §9 (400, 408, 414, 431, 502, 504, plus 403, 407, 501, 503, 505
+//! and 508) is a short
 //! plain-text response whose body says what failed; the same sentence becomes the log
 //! record's `error`. After an answer the connection either goes back to reading the next
 //! request (the request's framing was fully consumed) or lingers: our side is shut and
@@ -40,9 +41,11 @@ pub fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
         508 => "Loop Detected",
         _ => "Error",
     }
