@@ -58,6 +58,9 @@ fn stamp(path: &Path) -> Stamp {
 
 /// Reads the file and applies what can change live.
 fn reload(path: &Path, current: &mut Config, live: &Live) {
+    // The admin API writes the file and applies the change under this lock: reading the file
+    // outside it could apply contents older than a change already acknowledged.
+    let _editing = live.edit_lock();
     let new = match Config::load(Some(path)) {
         Ok(c) => c,
         Err(e) => {
@@ -65,7 +68,6 @@ fn reload(path: &Path, current: &mut Config, live: &Live) {
             return;
         }
     };
-    let _editing = live.edit_lock();
     let mut applied = Vec::new();
     if new.local_routing != live.routing() {
         live.set_routing(new.local_routing);
@@ -95,6 +97,10 @@ fn reload(path: &Path, current: &mut Config, live: &Live) {
             current.reverse_https_port != new.reverse_https_port,
         ),
         ("workers", current.workers != new.workers),
+        (
+            "max_connections",
+            current.max_connections != new.max_connections,
+        ),
         ("dns_server", current.dns_server != new.dns_server),
         ("[tls]", current.tls != new.tls),
         ("[log]", current.api_log != new.api_log),

@@ -124,3 +124,40 @@ fn a_listener_change_needs_a_restart_and_is_said_so() {
     let resp = roundtrip(w.proxy, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(resp.status, 400);
 }
+
+#[test]
+fn the_file_watcher_never_undoes_a_change_the_admin_api_acknowledged() {
+    let w = Watchtower::with_routes(route("app", "app.test", 3100));
+    let request = |method: &str, path: &str, body: &str| {
+        roundtrip(
+            w.admin,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                w.admin,
+                w.admin_token(),
+                body.len()
+            ),
+        )
+    };
+    // Each change rewrites the file, and the watcher reads it again within half a second:
+    // changes back to back for a few poll periods give it every chance to apply a stale read.
+    let started = Instant::now();
+    let mut enabled = true;
+    let mut changes = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        enabled = !enabled;
+        let body = format!(
+            r#"{{"domain": "app.test", "target_host": "127.0.0.1", "target_port": 3100, "enabled": {enabled}}}"#
+        );
+        assert_eq!(request("PUT", "/api/routes/app", &body).status, 200);
+        changes += 1;
+        let listed: serde_json::Value =
+            serde_json::from_str(&request("GET", "/api/routes", "").body_text()).unwrap();
+        assert_eq!(
+            listed[0]["enabled"],
+            enabled,
+            "change {changes} was undone; stderr:\n{}",
+            w.stderr_text()
+        );
+    }
+}
