@@ -924,10 +924,20 @@ def worker(ctx, index):
 # admin API and toggling
 
 
+def admin_token(ctx):
+    """The token Watchtower wrote beside its CA key (ca_key is in the work dir)."""
+    if not getattr(ctx, "token", None):
+        with open(os.path.join(ctx.work, "admin.token")) as f:
+            ctx.token = f.read().strip()
+    return ctx.token
+
+
 def admin(ctx, method, path, body=None):
     conn = http.client.HTTPConnection("127.0.0.1", ctx.admin_port, timeout=10)
     try:
         headers = {"Connection": "close"}
+        if path.startswith("/api/"):
+            headers["Authorization"] = "Bearer " + admin_token(ctx)
         data = None
         if body is not None:
             data = json.dumps(body).encode()
