@@ -82,7 +82,7 @@ pub struct AdminState {
     /// Who may use the admin API from other machines (`[admin] listen` beyond loopback).
     pub access: Access,
     /// The secret `/api/` calls must carry (see the module doc).
-    token: String,
+    pub(crate) token: String,
     /// The address clients must name in `Host`.
     addr: SocketAddr,
     open: AtomicUsize,
@@ -153,10 +153,10 @@ pub fn start(addr: SocketAddr, mut state: AdminState, token: String) -> io::Resu
 }
 
 /// A response: status, content type, body.
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     content_type: &'static str,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// The dashboard: one page, its script and its style, embedded in the binary.
@@ -285,16 +285,16 @@ fn read_more(stream: &mut &TcpStream, input: &mut Vec<u8>) -> bool {
     }
 }
 
-struct Request {
+pub(crate) struct Request {
     /// Who is asking, and the address they reached (what a valid `Host` names).
-    client: std::net::IpAddr,
-    local: Option<SocketAddr>,
-    method: Method,
-    method_text: String,
-    path: String,
-    host: Option<String>,
-    head: Vec<u8>,
-    body: Vec<u8>,
+    pub(crate) client: std::net::IpAddr,
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) method: Method,
+    pub(crate) method_text: String,
+    pub(crate) path: String,
+    pub(crate) host: Option<String>,
+    pub(crate) head: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Request {
@@ -309,7 +309,7 @@ impl Request {
     }
 }
 
-fn handle(req: &Request, state: &AdminState) -> Reply {
+pub(crate) fn handle(req: &Request, state: &AdminState) -> Reply {
     if let Some(refusal) = check_access(req, state) {
         return refusal;
     }

@@ -48,6 +48,9 @@ pub mod context;
 pub mod control_command;
 pub mod dns;
 pub mod event_loop;
+/// Fuzz entry points that reach across modules (response heads, authorities, admin bodies, and
+/// a real proxy driven over sockets); called by the cargo-fuzz targets and `tests/fuzz_corpus.rs`.
+pub mod fuzzing;
 pub mod http;
 pub mod io;
 pub mod live;

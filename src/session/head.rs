@@ -182,7 +182,7 @@ fn head_error(e: HeadError, conn: &mut Conn, ctx: &mut Ctx) -> Step {
 }
 
 /// Formats `host:port` the way the upstream is dialled and logged.
-fn upstream_name(host: &str, port: u16) -> Text {
+pub(crate) fn upstream_name(host: &str, port: u16) -> Text {
     if host.contains(':') {
         Text::from_fmt(format_args!("[{host}]:{port}"))
     } else {

@@ -41,7 +41,7 @@ use crate::timer::Deadline;
 
 pub(crate) use answer::Answer;
 pub(crate) use exchange::Exchange;
-pub(crate) use head::ReadHead;
+pub(crate) use head::{ReadHead, upstream_name};
 pub use intercept::fuzz_client_hello;
 pub(crate) use intercept::{Handshake, Intercept, Pin};
 pub(crate) use tunnel::Tunnel;
