@@ -18,10 +18,6 @@
 //! * [`fuzz_conn_state`] / [`run_conn_scenario`]: a real [`Proxy`] in this process (started
 //!   once, on ephemeral loopback ports) and a scripted upstream on a thread, driven by one
 //!   client connection per input; see [`ConnScenario`].
-//!
-//! Findings that are reported but not fixed yet are checked only by the `*_strict` entries
-//! (see [`KNOWN_FINDINGS`]), so the fuzz targets keep exploring past them and the corpus replay
-//! keeps passing; the replay test runs the strict entries as ignored tests.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -45,16 +41,6 @@ use crate::http::{self, BodyKind, ChunkedDecoder, Method, TargetForm, Via};
 use crate::live::Live;
 use crate::route::{self, Decision, ListenerKind, RouteTable};
 use crate::upstream_proxy::UpstreamProxy;
-
-/// Findings these targets' checks turned up that are reported and not fixed yet. The lenient entries
-/// (what the fuzz targets and the ordinary replay run) skip exactly these checks; the `*_strict`
-/// entries keep them, and their reproducers sit in the corpus as `known-*` files.
-pub const KNOWN_FINDINGS: &[&str] = &["connect_authority: an IP-literal authority is accepted \
-    whatever its brackets hold. `http::head::is_authority` lets `[` letters, digits, `:.%-_~` `]` \
-    through and `route::split_authority` strips the brackets, so `CONNECT [app.fuzz.test]:443` \
-    (or `Host: [app.fuzz.test]`) routes as the name `app.fuzz.test`, and `[fe802:1%25eth0]` is \
-    looked up as a host name; RFC 3986 §3.2.2 allows only an IPv6 address (RFC 6874: with a \
-    zone) or an IPvFuture there. Reproducers: fuzz/corpus/connect_authority/known-*."];
 
 /// Output room for rewritten heads: a head of up to `HEAD_LIMIT_BYTES` plus what a rewrite adds.
 const REWRITE_ROOM_BYTES: usize = 96 * 1024;
@@ -416,12 +402,7 @@ const FUZZ_ROUTE_DOMAIN: &str = "app.fuzz.test";
 /// and pass the parser's own check, and the route lookup must match exactly the hosts that name
 /// the route (case-insensitively, one trailing dot ignored).
 pub fn fuzz_connect_authority(data: &[u8]) {
-    check_authorities(data, false);
-}
-
-/// [`fuzz_connect_authority`] with the checks of [`KNOWN_FINDINGS`] too.
-pub fn fuzz_connect_authority_strict(data: &[u8]) {
-    check_authorities(data, true);
+    check_authorities(data);
 }
 
 /// Where an authority came from, which decides what must hold for it.
@@ -432,7 +413,7 @@ enum AuthoritySource {
     AbsoluteTarget,
 }
 
-fn check_authorities(data: &[u8], strict: bool) {
+fn check_authorities(data: &[u8]) {
     let table = RouteTable::new(&[Route {
         id: "fuzz".to_owned(),
         domain: FUZZ_ROUTE_DOMAIN.to_owned(),
@@ -472,7 +453,7 @@ fn check_authorities(data: &[u8], strict: bool) {
             assert_eq!(head.method, Method::Connect);
             assert_eq!(head.form, TargetForm::Authority);
         }
-        check_accepted_authority(authority, *source, &table, strict);
+        check_accepted_authority(authority, *source, &table);
     }
     if let Ok(text) = std::str::from_utf8(data) {
         for (port_required, source) in [
@@ -480,7 +461,7 @@ fn check_authorities(data: &[u8], strict: bool) {
             (false, AuthoritySource::HostField),
         ] {
             if is_authority(data, port_required) {
-                check_accepted_authority(text, source, &table, strict);
+                check_accepted_authority(text, source, &table);
             }
         }
         // Routing only ever sees authorities the parser accepted, but it must not panic on
@@ -493,12 +474,7 @@ fn check_authorities(data: &[u8], strict: bool) {
 }
 
 /// What must hold for an authority the request parser accepted from `source`.
-fn check_accepted_authority(
-    authority: &str,
-    source: AuthoritySource,
-    table: &RouteTable,
-    strict: bool,
-) {
+fn check_accepted_authority(authority: &str, source: AuthoritySource, table: &RouteTable) {
     let port_required = source == AuthoritySource::ConnectTarget;
     assert!(
         is_authority(authority.as_bytes(), port_required),
@@ -525,11 +501,11 @@ fn check_accepted_authority(
             "CONNECT authority {authority:?} routed without a port"
         );
     }
-    check_split(authority, host, port, table, strict);
+    check_split(authority, host, port, table);
 }
 
 /// What must hold for any `(host, port)` that `split_authority(authority)` returns.
-fn check_split(authority: &str, host: &str, port: Option<u16>, table: &RouteTable, strict: bool) {
+fn check_split(authority: &str, host: &str, port: Option<u16>, table: &RouteTable) {
     assert!(!host.is_empty(), "empty host from {authority:?}");
     assert!(
         !host.contains(['\r', '\n', ' ', '@', '/', '[', ']']),
@@ -561,21 +537,12 @@ fn check_split(authority: &str, host: &str, port: Option<u16>, table: &RouteTabl
         normal == FUZZ_ROUTE_DOMAIN,
         "route lookup for {authority:?} (host {host:?})"
     );
-    if strict && authority.starts_with('[') {
-        // RFC 3986 §3.2.2: an IP-literal holds an IPv6 address (RFC 6874: with a zone) or an
-        // IPvFuture; anything else in brackets is not an authority.
-        let address = host.split_once("%25").map_or(host, |(address, _)| address);
-        let future = host
-            .strip_prefix(['v', 'V'])
-            .and_then(|rest| rest.split_once('.'))
-            .is_some_and(|(version, rest)| {
-                !version.is_empty()
-                    && version.bytes().all(|b| b.is_ascii_hexdigit())
-                    && !rest.is_empty()
-            });
+    if authority.starts_with('[') {
+        // RFC 3986 §3.2.2: an IP-literal holds an IPv6 address (zone ids and IPvFuture are
+        // not dialled, so not accepted); a name in brackets must not route as that name.
         assert!(
-            address.parse::<Ipv6Addr>().is_ok() || future,
-            "bracketed {host:?} in {authority:?} is not an IPv6 address or IPvFuture"
+            host.parse::<Ipv6Addr>().is_ok(),
+            "bracketed {host:?} in {authority:?} is not an IPv6 address"
         );
     }
 }

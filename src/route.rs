@@ -146,7 +146,7 @@ impl RouteTable {
 pub fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
     if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
-        if host.is_empty() || host.contains('[') {
+        if host.parse::<Ipv6Addr>().is_err() {
             return None;
         }
         let port = match after {
@@ -419,6 +419,8 @@ mod tests {
             ("example.test:", Some(("example.test", None))),
             ("127.0.0.1:1", Some(("127.0.0.1", Some(1)))),
             ("[::1]:8080", Some(("::1", Some(8080)))),
+            ("[app.test]:443", None),
+            ("[1.2.3.4]", None),
             ("[::1]", Some(("::1", None))),
             ("[::1]:", Some(("::1", None))),
             ("::1", Some(("::1", None))),

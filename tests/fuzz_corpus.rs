@@ -75,16 +75,3 @@ fn conn_state_corpus() {
     replay("conn_state", watchtower::fuzzing::fuzz_conn_state);
     watchtower::fuzzing::conn_state_health_check();
 }
-
-// Findings reported and not fixed yet (`watchtower::fuzzing::KNOWN_FINDINGS`): the strict
-// entry checks them too, so this fails on the `known-*` reproducers until the fix lands.
-// Run it with `cargo test --test fuzz_corpus -- --ignored`.
-
-#[test]
-#[ignore = "known finding: bracketed authorities that are not IP literals (see KNOWN_FINDINGS)"]
-fn connect_authority_known_findings() {
-    replay(
-        "connect_authority",
-        watchtower::fuzzing::fuzz_connect_authority_strict,
-    );
-}

@@ -775,10 +775,10 @@ pub(crate) fn is_authority(authority: &[u8], port_required: bool) -> bool {
             return false;
         };
         let (address, after) = literal.split_at(close);
-        let valid_address = !address.is_empty()
-            && address.iter().all(|&b| {
-                b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'%' | b'-' | b'_' | b'~')
-            });
+        // Brackets hold an IPv6 address and nothing else (RFC 3986 §3.2.2; zone ids and
+        // IPvFuture are not dialled): `[app.test]` must not route as the name inside.
+        let valid_address = std::str::from_utf8(address)
+            .is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok());
         if !valid_address {
             return false;
         }
@@ -1499,6 +1499,14 @@ mod tests {
             ),
             (
                 "GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n",
+                bad("invalid Host header"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: [app.test]\r\n\r\n",
+                bad("invalid Host header"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: [fe80::1%25eth0]:80\r\n\r\n",
                 bad("invalid Host header"),
             ),
             (
