@@ -496,12 +496,20 @@ fn dial(
     x.started_dial(ctx.now, name);
     if let Some(up) = conn.upstream.as_mut() {
         let same = up.name.as_str() == x.upstream_name() && up.sock.is_tls() == x.wants_tls();
+        // The readiness that would say the server closed may not have been delivered yet (its
+        // event can sit later in this very poll batch, or the request was pipelined): one
+        // read that would block says the connection is still good.
         if up.connected && up.idle && same && !x.is_tunnel() {
-            up.idle = false;
-            x.reused_connection();
-            return Step::Next(Phase::Exchange(std::mem::take(x)));
+            if super::upstreams::still_open(up) {
+                up.idle = false;
+                x.reused_connection();
+                return Step::Next(Phase::Exchange(std::mem::take(x)));
+            }
+            log::debug!("session {}: idle upstream {} closed", conn.key, up.name);
+            conn.drop_upstream();
+        } else {
+            conn.release_upstream(ctx);
         }
-        conn.release_upstream(ctx);
     }
     if !x.is_tunnel()
         && let Some(mut up) = ctx.upstreams.take(
