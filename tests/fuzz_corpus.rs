@@ -1,6 +1,8 @@
-//! Replays every committed fuzz corpus file (seeds and named crash reproducers under
-//! `fuzz/corpus/<target>/`) through the same entry points the cargo-fuzz targets call, so
-//! ordinary `cargo test` runs keep exercising them.
+//! Replays every committed fuzz corpus file (the seeds, named crash reproducers and the
+//! minimised corpus of the last campaign, under `fuzz/corpus/<target>/`) through the same
+//! entry points the cargo-fuzz targets call, so ordinary `cargo test` runs keep exercising
+//! them. A file that disappears while the directory is read (a fuzzer running on the same
+//! tree replaces files) is skipped.
 
 use std::path::Path;
 
@@ -10,8 +12,13 @@ fn replay(target: &str, entry: fn(&[u8])) {
         .join(target);
     let mut n = 0;
     for file in std::fs::read_dir(&dir).unwrap() {
-        let path = file.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
+        let Ok(file) = file else { continue };
+        let path = file.path();
+        let data = match std::fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
         // A panic names the file that caused it.
         let result = std::panic::catch_unwind(|| entry(&data));
         assert!(
