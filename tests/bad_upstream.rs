@@ -18,11 +18,11 @@
 
 mod common;
 
+use common::catalogue::{CatalogueRig, panic_text, run_catalogue};
 use common::*;
 use std::io::{self, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -400,44 +400,10 @@ fn rows() -> Vec<Row> {
     ]
 }
 
-/// A backend that hands each accepted connection to the test.
-struct Upstream {
-    addr: SocketAddr,
-    conns: mpsc::Receiver<TcpStream>,
-}
-
-impl Upstream {
-    fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, conns) = mpsc::channel();
-        thread::spawn(move || {
-            for s in listener.incoming() {
-                let Ok(s) = s else { break };
-                s.set_read_timeout(Some(WAIT)).ok();
-                if tx.send(s).is_err() {
-                    break;
-                }
-            }
-        });
-        Upstream { addr, conns }
-    }
-
-    fn accept(&self, ctx: &str) -> TcpStream {
-        self.conns
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|_| panic!("{ctx}: the proxy did not connect to the backend"))
-    }
-
-    fn try_accept(&self, within: Duration) -> Option<TcpStream> {
-        self.conns.recv_timeout(within).ok()
-    }
-}
-
 /// A Watchtower with one route, `app.example.test`, to the scripted upstream.
 struct Rig {
     w: Watchtower,
-    up: Upstream,
+    up: RawBackend,
     /// API log records still to be checked: path, status, whether `error` must be set.
     logged: Vec<(String, u16, bool, String)>,
 }
@@ -451,7 +417,7 @@ struct Listener {
 
 impl Rig {
     fn start() -> Rig {
-        let up = Upstream::start();
+        let up = RawBackend::start();
         let w = Watchtower::start(Opts {
             routes: route("app", "app.example.test", up.addr.port()),
             timeouts: format!("upstream_header = {UPSTREAM_HEADER_SECS}\n"),
@@ -489,7 +455,7 @@ impl Rig {
             row.method, l.prefix
         )
         .unwrap();
-        let mut b = self.up.accept(ctx);
+        let mut b = self.up.accept_for(ctx);
         let head = read_raw_head(&mut b);
         assert!(
             head.starts_with(&format!("{} {path} HTTP/1.1\r\n", row.method)),
@@ -750,58 +716,23 @@ fn read_upstream_to_eof(b: &mut TcpStream, ctx: &str) -> Vec<u8> {
     }
 }
 
-/// The text of a caught panic.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "(no message)".into())
-}
-
-/// Runs `rows` on both listeners, prints the table of outcomes, and fails listing every row
-/// that did not behave. A failed row restarts the rig so it cannot spoil the next one.
-fn run_catalogue(title: &str, rows: &[Row]) {
-    let mut rig = Rig::start();
-    let mut table = Vec::new();
-    let mut failures = Vec::new();
-    for (index, row) in rows.iter().enumerate() {
-        let mut cells = Vec::new();
-        for listener in 0..2 {
-            let l = rig.listeners()[listener];
-            let ctx = format!("[{} listener, row {:?}]", l.name, row.name);
-            match catch_unwind(AssertUnwindSafe(|| rig.check(l, row, index, &ctx))) {
-                Ok(outcome) => cells.push(outcome),
-                Err(panic) => {
-                    let text = panic_text(&*panic);
-                    cells.push(format!("FAILED: {text}"));
-                    failures.push(text);
-                    // The log of this rig is checked before it goes.
-                    failures.extend(rig.check_log());
-                    rig = Rig::start();
-                }
-            }
-        }
-        table.push(format!(
-            "| {} | {} | {} |",
-            row.name,
-            cells[0].replace('\n', " "),
-            cells[1].replace('\n', " ")
-        ));
+impl CatalogueRig for Rig {
+    type Row = Row;
+    fn start() -> Rig {
+        Rig::start()
     }
-    failures.extend(rig.check_log());
-    eprintln!(
-        "{title}: {} rows\n| row | forward | reverse |\n|---|---|---|\n{}",
-        rows.len(),
-        table.join("\n")
-    );
-    assert!(
-        failures.is_empty(),
-        "{} problems in {} row runs:\n{}",
-        failures.len(),
-        rows.len() * 2,
-        failures.join("\n")
-    );
+    fn row_name(row: &Row) -> &str {
+        row.name
+    }
+    fn run_row(&mut self, listener: usize, row: &Row, index: usize) -> String {
+        // Looked up each time: a failed run restarts the rig on new ports.
+        let l = self.listeners()[listener];
+        let ctx = format!("[{} listener, row {:?}]", l.name, row.name);
+        self.check(l, row, index, &ctx)
+    }
+    fn problems(&mut self, _at_end: bool) -> Vec<String> {
+        self.check_log()
+    }
 }
 
 #[test]
@@ -810,8 +741,9 @@ fn catalogue_of_misbehaving_upstreams() {
     // Two halves on two rigs, so they run side by side.
     let (a, b) = rows.split_at(rows.len() / 2);
     thread::scope(|scope| {
-        let first = scope.spawn(|| catch_unwind(AssertUnwindSafe(|| run_catalogue("first", a))));
-        let second = catch_unwind(AssertUnwindSafe(|| run_catalogue("second", b)));
+        let first =
+            scope.spawn(|| catch_unwind(AssertUnwindSafe(|| run_catalogue::<Rig>("first", a))));
+        let second = catch_unwind(AssertUnwindSafe(|| run_catalogue::<Rig>("second", b)));
         let first = first.join().unwrap();
         let failed: Vec<String> = [first, second]
             .into_iter()

@@ -2,6 +2,7 @@
 //! loopback ports with a temporary config, run small HTTP backends on std threads, and speak
 //! raw HTTP/1.1 to the proxy. Every wait has a deadline; nothing sleeps and hopes.
 #![allow(dead_code)]
+pub mod catalogue;
 pub mod dns;
 pub mod tls;
 
@@ -882,6 +883,18 @@ impl RawBackend {
         self.conns
             .recv_timeout(WAIT)
             .expect("the proxy did not connect to the backend in time")
+    }
+
+    /// The next connection, `ctx` naming the case when it does not come.
+    pub fn accept_for(&self, ctx: &str) -> TcpStream {
+        self.conns
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("{ctx}: the proxy did not connect to the backend"))
+    }
+
+    /// The next connection if one arrives within `within`.
+    pub fn try_accept(&self, within: Duration) -> Option<TcpStream> {
+        self.conns.recv_timeout(within).ok()
     }
 
     /// True if no connection arrives within `within`.
