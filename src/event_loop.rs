@@ -179,6 +179,11 @@ impl Gauges {
         ]
     }
 
+    /// Client connections open now, over all listeners.
+    pub fn open_total(&self) -> usize {
+        self.shutdown.admitted.load(Ordering::Relaxed)
+    }
+
     /// Most client connections served at once (`[proxy] max_connections` or its default).
     pub fn max_connections(&self) -> usize {
         self.shutdown.max_connections

@@ -1504,12 +1504,7 @@ fn wait_for_session(fixture: &ConnFixture, client: &TcpStream) {
     let _ = client.set_nonblocking(true);
     let mut probe = [0u8; 1];
     loop {
-        let open: usize = fixture
-            .gauges
-            .open_connections()
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
+        let open = fixture.gauges.open_total();
         let answered =
             !matches!(client.peek(&mut probe), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock);
         if open > 0 || answered {
@@ -1530,12 +1525,7 @@ fn wait_for_sessions_to_end(fixture: &ConnFixture) {
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
-        let open: usize = fixture
-            .gauges
-            .open_connections()
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
+        let open = fixture.gauges.open_total();
         if open == 0 {
             return;
         }
