@@ -19,7 +19,8 @@ if (!token) {
 }
 
 async function api(method, path, body) {
-  const opts = { method, headers: { Authorization: "Bearer " + token } };
+  // Not in Authorization: beyond loopback the browser sends the [access] password there.
+  const opts = { method, headers: { "X-Watchtower-Token": token } };
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
