@@ -1594,6 +1594,9 @@ struct ModelRequest {
     nominated: Vec<String>,
     /// The client asked for the connection to stay open (RFC 9112 §9.3).
     keep_alive: bool,
+    /// An upgrade request (Upgrade, nominated by Connection): the scripted upstream waits for
+    /// its body before answering, even when it answers other uploads early.
+    upgrade: bool,
     fate: Fate,
 }
 
@@ -1727,6 +1730,7 @@ impl ClientModel {
                 marker: marker_of(&rest[..head.head_len]),
                 nominated: nominated_by(&rest[..head.head_len]),
                 keep_alive: head.keep_alive,
+                upgrade: head.upgrade,
                 fate,
             });
             let Some(body_len) = body_len else {
@@ -1780,7 +1784,7 @@ impl ClientModel {
         let answered_early = self.script == UpstreamScript::Early
             && self.tail == Tail::Body
             && self.requests.last().is_some_and(|r| {
-                r.fate == Fate::Upstream && !matches!(r.body_kind, BodyKind::None)
+                r.fate == Fate::Upstream && !matches!(r.body_kind, BodyKind::None) && !r.upgrade
             });
         complete + usize::from(answered_early)
     }
