@@ -114,6 +114,10 @@ pub struct Config {
     pub access: Access,
     /// The admin API's address (`[admin]`); `None` when turned off.
     pub admin: Option<SocketAddr>,
+    /// `[admin] port` was left out: the admin API is optional there, and when its default port
+    /// is taken (another instance, or one of this config's listeners) Watchtower runs without
+    /// it rather than refusing to start.
+    pub admin_port_is_default: bool,
     /// `[upstream] proxy`: where pass-through traffic goes; `None` = straight to real servers.
     pub upstream_proxy: Option<UpstreamProxy>,
     /// Routes in file order.
@@ -249,6 +253,7 @@ impl Config {
         let timeouts = check_timeouts(&file, &raw.timeouts)?;
         let upstream_proxy = check_upstream(&file, raw.upstream)?;
         let access = check_access(&file, raw.access, proxy.listen, proxy.listen_span.clone())?;
+        let admin_port_is_default = raw.admin.port.is_none();
         let admin = check_admin(&file, raw.admin, &proxy, &access)?;
         let routes = check_routes(&file, raw.route)?;
 
@@ -267,6 +272,7 @@ impl Config {
             capture_bodies,
             access,
             admin,
+            admin_port_is_default,
             upstream_proxy,
             routes,
             source: None,
@@ -294,6 +300,7 @@ impl Config {
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 DEFAULT_ADMIN_PORT,
             )),
+            admin_port_is_default: true,
             upstream_proxy: None,
             routes: Vec::new(),
             source: None,
@@ -1051,18 +1058,15 @@ fn check_admin(
         ("proxy.reverse_https_port", proxy.reverse_https_port),
     ];
     if let Some((key, _)) = taken.iter().find(|(_, p)| *p == Some(port)) {
-        let default = if raw.port.is_none() {
-            " (its default)"
-        } else {
-            ""
-        };
-        return Err(file.error(
-            raw.port.as_ref().map(Spanned::span),
-            "admin.port",
-            format_args!(
-                "port {port}{default} is also used by {key}; each listener needs its own port"
-            ),
-        ));
+        // A listener on the default admin port: run without the admin API (said at start)
+        // rather than refuse a file that never asked for it.
+        if raw.port.is_some() {
+            return Err(file.error(
+                raw.port.as_ref().map(Spanned::span),
+                "admin.port",
+                format_args!("port {port} is also used by {key}; each listener needs its own port"),
+            ));
+        }
     }
     Ok(Some(SocketAddr::new(listen, port)))
 }
@@ -1540,6 +1544,7 @@ enabled = false
                 capture_bodies: 0,
                 access: Access::default(),
                 admin: Some("127.0.0.1:8889".parse().unwrap()),
+                admin_port_is_default: true,
                 upstream_proxy: None,
                 routes: vec![
                     Route {
@@ -1866,6 +1871,15 @@ enabled = false
             &["admin.port", "also used by proxy.proxy_port"],
         );
         assert_eq!(parse("[admin]\nenabled = false\n").unwrap().admin, None);
+        // A file that never mentions the admin API is not refused for its default port: a
+        // listener there wins and Watchtower runs without the admin API.
+        let config = parse("[proxy]\nproxy_port = 8889\n").unwrap();
+        assert!(config.admin_port_is_default);
+        assert!(
+            !parse("[admin]\nport = 9000\n")
+                .unwrap()
+                .admin_port_is_default
+        );
     }
 
     #[test]

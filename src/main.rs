@@ -178,6 +178,19 @@ fn run(args: &Args) -> ExitCode {
             );
             match admin::start(addr, state, token.clone()) {
                 Ok(bound) => Some((bound, token)),
+                // The file never asked for the admin API on this port: the proxy is what
+                // matters, so it runs without the admin API (a second instance, or a listener
+                // on 8889).
+                Err(source)
+                    if config.admin_port_is_default
+                        && source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    log::warn!(
+                        "admin API not started: its default port {} is in use; set [admin] port to have it",
+                        addr.port()
+                    );
+                    None
+                }
                 Err(source) => {
                     eprintln!(
                         "watchtower: {}",
