@@ -2641,9 +2641,16 @@ fn scripted_response(script: UpstreamScript, seq: u64, head_request: bool) -> (V
                 false,
             )
         }
+        // A response to HEAD has no body to delimit by closing: a server that then closes
+        // says so (RFC 9112 §9.6); closing without a word is `SilentClose`'s part.
         UpstreamScript::UntilClose => (
             format!(
-                "HTTP/1.1 200 OK\r\nX-Fuzz-Up: {seq}\r\n\r\n{}",
+                "HTTP/1.1 200 OK\r\nX-Fuzz-Up: {seq}\r\n{}\r\n{}",
+                if head_request {
+                    "Connection: close\r\n"
+                } else {
+                    ""
+                },
                 body_if(&body)
             ),
             true,
