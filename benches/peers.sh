@@ -35,40 +35,10 @@ export RESULTS="${RESULTS:-$HERE/results}"
 say() { printf '%s\n' "$*"; }
 die() { say "peers.sh: $*" >&2; exit 1; }
 
-WORK="$(mktemp -d /tmp/watchtower-peers.XXXXXX)" || die "mktemp failed"
+# shellcheck source=tools/workdir.sh
+source "$HERE/tools/workdir.sh"
+make_work_dir peers
 chmod 755 "$WORK"
-export WORK
-RUN_PID=""
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
-    if [[ -n "$RUN_PID" ]] && kill -0 "$RUN_PID" 2>/dev/null; then
-        kill -TERM "$RUN_PID" 2>/dev/null
-        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.5; done
-        kill -KILL "$RUN_PID" 2>/dev/null
-    fi
-    # Every process run.py started leads its own process group; its pid is in $WORK/pids.
-    if [[ -f "$WORK/pids" ]]; then
-        while read -r pid; do
-            [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 -- "-$pid" 2>/dev/null && kill -TERM -- "-$pid" 2>/dev/null
-        done < "$WORK/pids"
-        sleep 0.3
-        while read -r pid; do
-            [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 -- "-$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null
-        done < "$WORK/pids"
-    fi
-    if [[ "${KEEP_WORK:-0}" == 1 ]]; then
-        say "work dir kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
 
 wanted() { [[ -z "$ONLY" ]] || [[ ",${ONLY// /}," == *",$1,"* ]] || { [[ "$1" == mitmproxy ]] && [[ ",$ONLY," == *",mitmdump,"* ]]; }; }
 
@@ -164,8 +134,8 @@ export SKIPPED_JSON="$SKIPPED_JSON}"
 export REPO
 
 python3 "$HERE/tools/run.py" &
-RUN_PID=$!
-wait "$RUN_PID"
+DRIVER_PID=$!
+wait "$DRIVER_PID"
 rc=$?
-RUN_PID=""
+DRIVER_PID=""
 exit "$rc"

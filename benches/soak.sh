@@ -43,46 +43,16 @@ if [[ ! -x "$WT_BIN" ]]; then
     [[ -x "$WT_BIN" ]] || die "no Watchtower binary at $WT_BIN after the build"
 fi
 
-WORK="$(mktemp -d /tmp/watchtower-soak.XXXXXX)" || die "mktemp failed"
-export WORK
-PY_PID=""
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
-    if [[ -n "$PY_PID" ]] && kill -0 "$PY_PID" 2>/dev/null; then
-        kill -TERM "$PY_PID" 2>/dev/null
-        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$PY_PID" 2>/dev/null || break; sleep 0.5; done
-        kill -KILL "$PY_PID" 2>/dev/null
-    fi
-    # Watchtower and the backends each lead their own process group.
-    if [[ -f "$WORK/pids" ]]; then
-        while read -r pid; do
-            [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 -- "-$pid" 2>/dev/null && kill -TERM -- "-$pid" 2>/dev/null
-        done < "$WORK/pids"
-        sleep 0.3
-        while read -r pid; do
-            [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 -- "-$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null
-        done < "$WORK/pids"
-    fi
-    if [[ "${KEEP_WORK:-0}" == 1 ]]; then
-        say "work dir kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+# shellcheck source=tools/workdir.sh
+source "$HERE/tools/workdir.sh"
+make_work_dir soak
 
 # enough descriptors for the client threads, the backends and Watchtower
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 python3 "$HERE/tools/soak.py" &
-PY_PID=$!
-wait "$PY_PID"
+DRIVER_PID=$!
+wait "$DRIVER_PID"
 rc=$?
-PY_PID=""
+DRIVER_PID=""
 exit "$rc"
