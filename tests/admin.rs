@@ -8,50 +8,6 @@ use std::io::{BufReader, Write};
 
 use common::*;
 
-/// Sends `method path` with a JSON `body` (if any) to the admin API, as a same-origin client.
-fn admin(w: &Watchtower, method: &str, path: &str, body: Option<&str>) -> Response {
-    admin_with(w, method, path, body, &[])
-}
-
-fn admin_with(
-    w: &Watchtower,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    headers: &[(&str, &str)],
-) -> Response {
-    let mut request = format!("{method} {path} HTTP/1.1\r\n");
-    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-        request += &format!("Host: {}\r\n", w.admin);
-    }
-    if !headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("x-watchtower-token"))
-    {
-        request += &format!("X-Watchtower-Token: {}\r\n", w.admin_token());
-    }
-    for (name, value) in headers {
-        request += &format!("{name}: {value}\r\n");
-    }
-    match body {
-        Some(body) => {
-            if !headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-            {
-                request += "Content-Type: application/json\r\n";
-            }
-            request += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
-        }
-        None => request += "\r\n",
-    }
-    roundtrip(w.admin, &request)
-}
-
-fn json(resp: &Response) -> serde_json::Value {
-    serde_json::from_str(&resp.body_text()).unwrap_or_else(|e| panic!("{e}: {}", resp.body_text()))
-}
-
 #[test]
 fn the_switch_applies_at_once_keeps_open_tunnels_and_is_written_back() {
     let app = Backend::named("app");

@@ -24,32 +24,12 @@ fn fetch(proxy: SocketAddr, port: u16, path: &str) -> Response {
 
 /// `GET /api/stats` from the admin API.
 fn stats(w: &Watchtower) -> serde_json::Value {
-    let resp = roundtrip(
-        w.admin,
-        &format!(
-            "GET /api/stats HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            w.admin,
-            w.admin_token()
-        ),
-    );
-    assert_eq!(resp.status, 200, "{}", resp.body_text());
-    serde_json::from_str(&resp.body_text()).unwrap()
+    json(&admin(w, "GET", "/api/stats", None))
 }
 
 /// Open descriptors of the Watchtower process.
 fn open_fds(w: &Watchtower) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", w.pid()))
-        .unwrap()
-        .count()
-}
-
-/// Waits until `cond` holds, failing with `what` at the deadline.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
+    w.fd_targets().len()
 }
 
 /// Reads until the peer closes (a FIN or a reset), within the read timeout; returns what came.

@@ -128,17 +128,6 @@ fn a_listener_change_needs_a_restart_and_is_said_so() {
 #[test]
 fn the_file_watcher_never_undoes_a_change_the_admin_api_acknowledged() {
     let w = Watchtower::with_routes(route("app", "app.test", 3100));
-    let request = |method: &str, path: &str, body: &str| {
-        roundtrip(
-            w.admin,
-            &format!(
-                "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                w.admin,
-                w.admin_token(),
-                body.len()
-            ),
-        )
-    };
     // Each change rewrites the file, and the watcher reads it again within half a second:
     // changes back to back for a few poll periods give it every chance to apply a stale read.
     let started = Instant::now();
@@ -149,10 +138,9 @@ fn the_file_watcher_never_undoes_a_change_the_admin_api_acknowledged() {
         let body = format!(
             r#"{{"domain": "app.test", "target_host": "127.0.0.1", "target_port": 3100, "enabled": {enabled}}}"#
         );
-        assert_eq!(request("PUT", "/api/routes/app", &body).status, 200);
+        assert_eq!(admin(&w, "PUT", "/api/routes/app", Some(&body)).status, 200);
         changes += 1;
-        let listed: serde_json::Value =
-            serde_json::from_str(&request("GET", "/api/routes", "").body_text()).unwrap();
+        let listed = json(&admin(&w, "GET", "/api/routes", None));
         assert_eq!(
             listed[0]["enabled"],
             enabled,

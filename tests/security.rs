@@ -13,25 +13,6 @@ fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// An admin API request with the token, as the dashboard sends it.
-fn admin(w: &Watchtower, method: &str, path: &str, body: Option<&str>) -> Response {
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n",
-        w.admin,
-        w.admin_token()
-    );
-    match body {
-        Some(body) => {
-            request += &format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-        }
-        None => request += "\r\n",
-    }
-    roundtrip(w.admin, &request)
-}
-
 #[test]
 fn the_ca_key_and_the_admin_token_never_leave_their_files() {
     let app = Backend::named("app");

@@ -351,9 +351,8 @@ fn tunnels_are_logged_with_byte_counts_and_refusals_with_502() {
 /// Kernel pipes the process holds (splice relays one per tunnel direction).
 #[cfg(target_os = "linux")]
 fn pipes(w: &Watchtower) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", w.pid()))
-        .unwrap()
-        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+    w.fd_targets()
+        .iter()
         .filter(|target| target.to_string_lossy().starts_with("pipe:"))
         .count()
 }

@@ -45,6 +45,62 @@ impl Drop for TempDir {
     }
 }
 
+/// Sends `method path` with a JSON `body` (if any) to the admin API, as a same-origin client
+/// that has the admin token.
+pub fn admin(w: &Watchtower, method: &str, path: &str, body: Option<&str>) -> Response {
+    admin_with(w, method, path, body, &[])
+}
+
+/// [`admin`] with extra (or replacing) header fields.
+pub fn admin_with(
+    w: &Watchtower,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Response {
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request += &format!("Host: {}\r\n", w.admin);
+    }
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("x-watchtower-token"))
+    {
+        request += &format!("X-Watchtower-Token: {}\r\n", w.admin_token());
+    }
+    for (name, value) in headers {
+        request += &format!("{name}: {value}\r\n");
+    }
+    match body {
+        Some(body) => {
+            if !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            {
+                request += "Content-Type: application/json\r\n";
+            }
+            request += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+        }
+        None => request += "\r\n",
+    }
+    roundtrip(w.admin, &request)
+}
+
+/// A response body as JSON.
+pub fn json(resp: &Response) -> serde_json::Value {
+    serde_json::from_str(&resp.body_text()).unwrap_or_else(|e| panic!("{e}: {}", resp.body_text()))
+}
+
+/// Waits until `cond` holds, failing with `what` at the deadline.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A port that was free a moment ago (bind port 0, read it, release it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -305,6 +361,14 @@ impl Watchtower {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
+    }
+
+    /// What the process's open descriptors point at (`socket:[..]`, `pipe:[..]`, files).
+    pub fn fd_targets(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .collect()
     }
 
     /// The admin API's token (written beside the CA key at start).
