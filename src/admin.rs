@@ -1280,3 +1280,56 @@ mod config_edit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wt-admin-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_token_is_created_private_kept_and_replaced_when_unreadable() {
+        let dir = temp_dir("token");
+        let path = token_path(&dir.join("ca-key.pem"));
+        assert_eq!(path, dir.join("admin.token"));
+        let first = load_or_create_token(&path).unwrap();
+        assert_eq!(first.len(), 64);
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            load_or_create_token(&path).unwrap(),
+            first,
+            "kept across starts"
+        );
+        assert_eq!(read_token(&path).unwrap(), first);
+        // A damaged file is not a token: reading says so, starting writes a fresh one.
+        std::fs::write(&path, "not a token\n").unwrap();
+        assert_eq!(
+            read_token(&path).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let second = load_or_create_token(&path).unwrap();
+        assert!(second != first && second.len() == 64);
+        assert_eq!(read_token(&path).unwrap(), second);
+        assert_eq!(
+            read_token(&dir.join("missing")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"", b"a"));
+    }
+}
